@@ -1,0 +1,395 @@
+//! The per-backend verification engine: JWKS cache (per source), verified-token cache,
+//! and the last-token fast path that makes per-row accessors a comparison, not a
+//! signature check.
+//!
+//! Invariants:
+//! - a cached token is re-checked for `exp`/`nbf` on every hit;
+//! - no cached token survives a change of what is trusted (key source, algorithms,
+//!   issuer, audience, leeway) or a change of the fetched key set;
+//! - an unknown `kid` causes at most one fetch per `min_interval`, and so does a failing
+//!   JWKS server; while keys are cached they keep working (stale-if-error).
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::claims::{self, VerifiedToken};
+use crate::error::AuthError;
+use crate::fetch::{validate_url, FetchLimits, Fetcher};
+use crate::jwks::KeySet;
+use crate::policy::Policy;
+use crate::verify;
+
+/// Where keys come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeySource {
+    /// A literal JWKS document (setting `outseta_auth.jwks`).
+    Literal(String),
+    /// A URL to fetch it from (`outseta_auth.jwks_url`, or derived from `outseta_auth.domain`).
+    Url(String),
+}
+
+impl KeySource {
+    pub fn label(&self) -> &str {
+        match self {
+            KeySource::Literal(_) => "outseta_auth.jwks (literal)",
+            KeySource::Url(u) => u,
+        }
+    }
+}
+
+/// Everything verification depends on, built from the settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub source: KeySource,
+    pub policy: Policy,
+    /// Seconds a fetched key set is fresh when the server sends no `max-age`.
+    pub ttl: u64,
+    /// Minimum seconds between two fetch attempts of one URL.
+    pub min_interval: u64,
+    pub limits: FetchLimits,
+}
+
+impl Config {
+    fn same_trust(&self, other: &Config) -> bool {
+        self.source == other.source && self.policy == other.policy
+    }
+}
+
+/// Upper bound on how long a `Cache-Control: max-age` may keep keys.
+pub const MAX_TTL: u64 = 24 * 3600;
+pub const TOKEN_CACHE_ENTRIES: usize = 1024;
+/// Approximate bytes the token cache may hold (tokens may be up to 16 KiB each).
+pub const TOKEN_CACHE_BYTES: usize = 4 * 1024 * 1024;
+const MAX_SOURCES: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct SourceStatus {
+    pub source: String,
+    /// (kid, alg label) of usable keys.
+    pub keys: Vec<(Option<String>, String)>,
+    /// (kid, reason) of keys set aside.
+    pub ignored: Vec<(Option<String>, String)>,
+    pub fetched_at: Option<f64>,
+    pub expires_at: Option<f64>,
+    pub last_error: Option<String>,
+    pub fetch_count: u64,
+}
+
+#[derive(Default)]
+struct SourceState {
+    source: String,
+    body: Vec<u8>,
+    keys: Option<Arc<KeySet>>,
+    fetched_at: Option<f64>,
+    expires_at: Option<f64>,
+    last_attempt: Option<f64>,
+    last_error: Option<String>,
+    fetch_count: u64,
+}
+
+#[derive(Default)]
+struct TokenCache {
+    map: HashMap<Rc<str>, Arc<VerifiedToken>>,
+    order: VecDeque<(Rc<str>, usize)>,
+    bytes: usize,
+}
+
+impl TokenCache {
+    fn get(&self, token: &str) -> Option<&Arc<VerifiedToken>> {
+        self.map.get(token)
+    }
+
+    fn insert(&mut self, token: &str, payload_len: usize, v: Arc<VerifiedToken>) {
+        let cost = 2 * token.len() + payload_len;
+        if cost > TOKEN_CACHE_BYTES || self.map.contains_key(token) {
+            return;
+        }
+        while self.map.len() >= TOKEN_CACHE_ENTRIES || self.bytes + cost > TOKEN_CACHE_BYTES {
+            let Some((old, c)) = self.order.pop_front() else {
+                break;
+            };
+            self.map.remove(&old);
+            self.bytes -= c;
+        }
+        let key: Rc<str> = Rc::from(token);
+        self.map.insert(key.clone(), v);
+        self.order.push_back((key, cost));
+        self.bytes += cost;
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+        self.bytes = 0;
+    }
+}
+
+#[derive(Default)]
+pub struct Engine {
+    generation: Option<u64>,
+    config: Option<Config>,
+    /// The last token verified, byte for byte, and its result.
+    last: Option<(Box<str>, Arc<VerifiedToken>)>,
+    tokens: TokenCache,
+    sources: Vec<SourceState>,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make `generation`'s configuration current. `build` runs only when the generation
+    /// changed; a build error is returned every time (it is not cached), so a broken
+    /// setting keeps failing loudly until fixed.
+    pub fn configure(
+        &mut self,
+        generation: u64,
+        build: impl FnOnce() -> Result<Config, AuthError>,
+    ) -> Result<&Config, AuthError> {
+        if self.generation != Some(generation) || self.config.is_none() {
+            let cfg = build()?;
+            if !self.config.as_ref().is_some_and(|old| old.same_trust(&cfg)) {
+                self.forget_tokens();
+            }
+            self.config = Some(cfg);
+            self.generation = Some(generation);
+        }
+        Ok(self.config.as_ref().expect("set above"))
+    }
+
+    pub fn forget_tokens(&mut self) {
+        self.tokens.clear();
+        self.last = None;
+    }
+
+    /// Verify `token` under the current configuration (call [`Engine::configure`] first).
+    pub fn verify(
+        &mut self,
+        token: &str,
+        fetcher: &dyn Fetcher,
+        now: f64,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        let cfg = self
+            .config
+            .clone()
+            .ok_or_else(|| AuthError::config("outseta_auth", "the verifier is not configured"))?;
+        let leeway = cfg.policy.leeway;
+        if let Some((last, v)) = &self.last {
+            if **last == *token {
+                v.check_times(now, leeway)?;
+                self.hits += 1;
+                return Ok(v.clone());
+            }
+        }
+        if let Some(v) = self.tokens.get(token) {
+            let v = v.clone();
+            v.check_times(now, leeway)?;
+            self.hits += 1;
+            self.last = Some((token.into(), v.clone()));
+            return Ok(v);
+        }
+        self.misses += 1;
+
+        // Parse before any key lookup: garbage never causes network traffic.
+        let parsed = verify::parse(token, &cfg.policy)?;
+        let keys = self.keys(&cfg, fetcher, now, false)?;
+        match parsed.verify_signature(&keys) {
+            Err(AuthError::UnknownKid { .. }) if self.may_refetch(&cfg, now) => {
+                // The issuer may have rotated keys since our last fetch.
+                let keys = self.keys(&cfg, fetcher, now, true)?;
+                parsed.verify_signature(&keys)?;
+            }
+            other => other?,
+        }
+        let v = Arc::new(claims::check(&parsed.payload, &cfg.policy, now)?);
+        self.tokens.insert(token, parsed.payload.len(), v.clone());
+        self.last = Some((token.into(), v.clone()));
+        Ok(v)
+    }
+
+    /// Fetch the configured URL now (subject to nothing but the URL check).
+    pub fn refresh(&mut self, fetcher: &dyn Fetcher, now: f64) -> Result<usize, AuthError> {
+        let cfg = self
+            .config
+            .clone()
+            .ok_or_else(|| AuthError::config("outseta_auth", "the verifier is not configured"))?;
+        Ok(self.keys(&cfg, fetcher, now, true)?.keys.len())
+    }
+
+    /// One entry per key source this backend has used, plus the configured one.
+    pub fn status(&self) -> Vec<SourceStatus> {
+        let mut out: Vec<SourceStatus> = self
+            .sources
+            .iter()
+            .map(|s| SourceStatus {
+                source: s.source.clone(),
+                keys: s
+                    .keys
+                    .iter()
+                    .flat_map(|k| {
+                        k.keys
+                            .iter()
+                            .map(|k| (k.kid.clone(), k.alg_label().to_string()))
+                    })
+                    .collect(),
+                ignored: s
+                    .keys
+                    .iter()
+                    .flat_map(|k| k.ignored.iter().map(|i| (i.kid.clone(), i.reason.clone())))
+                    .collect(),
+                fetched_at: s.fetched_at,
+                expires_at: s.expires_at,
+                last_error: s.last_error.clone(),
+                fetch_count: s.fetch_count,
+            })
+            .collect();
+        if let Some(cfg) = &self.config {
+            let label = cfg.source.label();
+            if !out.iter().any(|s| s.source == label) {
+                out.push(SourceStatus {
+                    source: label.to_string(),
+                    keys: vec![],
+                    ignored: vec![],
+                    fetched_at: None,
+                    expires_at: None,
+                    last_error: None,
+                    fetch_count: 0,
+                });
+            }
+        }
+        out
+    }
+
+    fn may_refetch(&self, cfg: &Config, now: f64) -> bool {
+        match &cfg.source {
+            KeySource::Literal(_) => false,
+            KeySource::Url(url) => self
+                .sources
+                .iter()
+                .find(|s| s.source == *url)
+                .and_then(|s| s.last_attempt)
+                .is_none_or(|t| now - t >= cfg.min_interval as f64),
+        }
+    }
+
+    fn source_index(&mut self, label: &str) -> usize {
+        if let Some(i) = self.sources.iter().position(|s| s.source == label) {
+            return i;
+        }
+        if self.sources.len() >= MAX_SOURCES {
+            self.sources.remove(0);
+        }
+        self.sources.push(SourceState {
+            source: label.to_string(),
+            ..Default::default()
+        });
+        self.sources.len() - 1
+    }
+
+    fn keys(
+        &mut self,
+        cfg: &Config,
+        fetcher: &dyn Fetcher,
+        now: f64,
+        force: bool,
+    ) -> Result<Arc<KeySet>, AuthError> {
+        let i = self.source_index(cfg.source.label());
+        match &cfg.source {
+            KeySource::Literal(json) => {
+                let st = &mut self.sources[i];
+                if st.keys.is_none() || st.body != json.as_bytes() {
+                    let set = KeySet::parse(json.as_bytes())
+                        .map_err(|reason| AuthError::config("outseta_auth.jwks", reason))?;
+                    st.body = json.as_bytes().to_vec();
+                    st.keys = Some(Arc::new(set));
+                    st.fetched_at = Some(now);
+                }
+                Ok(st.keys.clone().expect("set above"))
+            }
+            KeySource::Url(url) => {
+                validate_url(url, "outseta_auth.jwks_url")?;
+                let st = &self.sources[i];
+                if !force {
+                    if let (Some(keys), Some(exp)) = (&st.keys, st.expires_at) {
+                        if now < exp {
+                            return Ok(keys.clone());
+                        }
+                    }
+                }
+                let recently_tried = st
+                    .last_attempt
+                    .is_some_and(|t| now - t < cfg.min_interval as f64);
+                if recently_tried && !force {
+                    // Rate limit: serve what we have (stale), or the last failure.
+                    return match (&st.keys, &st.last_error) {
+                        (Some(keys), _) => Ok(keys.clone()),
+                        (None, err) => Err(AuthError::JwksUnavailable {
+                            url: url.clone(),
+                            cause: err.clone().unwrap_or_else(|| "no keys".into()),
+                        }),
+                    };
+                }
+                self.fetch_into(i, url, cfg, fetcher, now)
+            }
+        }
+    }
+
+    fn fetch_into(
+        &mut self,
+        i: usize,
+        url: &str,
+        cfg: &Config,
+        fetcher: &dyn Fetcher,
+        now: f64,
+    ) -> Result<Arc<KeySet>, AuthError> {
+        self.sources[i].last_attempt = Some(now);
+        self.sources[i].fetch_count += 1;
+        let result = fetcher
+            .fetch(url, cfg.limits)
+            .and_then(|f| KeySet::parse(&f.body).map(|set| (f, set)));
+        match result {
+            Ok((fetched, set)) => {
+                let changed = self.sources[i].body != fetched.body;
+                if changed {
+                    // Keys were added or removed: nothing verified with the old set stays cached.
+                    self.forget_tokens();
+                }
+                let ttl = fetched
+                    .max_age
+                    .map(|a| a.clamp(cfg.min_interval, MAX_TTL))
+                    .unwrap_or(cfg.ttl);
+                let st = &mut self.sources[i];
+                st.body = fetched.body;
+                st.keys = Some(Arc::new(set));
+                st.fetched_at = Some(now);
+                st.expires_at = Some(now + ttl as f64);
+                st.last_error = None;
+                Ok(st.keys.clone().expect("set above"))
+            }
+            Err(cause) => {
+                let st = &mut self.sources[i];
+                st.last_error = Some(cause.clone());
+                match &st.keys {
+                    Some(keys) => Ok(keys.clone()),
+                    None => Err(AuthError::JwksUnavailable {
+                        url: url.to_string(),
+                        cause,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Convenience for the SQL layer and tests: limits from milliseconds.
+pub fn limits_ms(total_ms: u64, connect_ms: u64) -> FetchLimits {
+    FetchLimits {
+        total: Duration::from_millis(total_ms),
+        connect: Duration::from_millis(connect_ms),
+    }
+}

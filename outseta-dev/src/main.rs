@@ -1,0 +1,136 @@
+//! Command line of the local Outseta stand-in. See `outseta-dev help`.
+
+use std::path::Path;
+
+use outseta_dev::{Issuer, Server, SigningKey, TokenRequest};
+use serde_json::Value;
+
+const HELP: &str = "\
+outseta-dev: a local Outseta stand-in (JWKS + Outseta-shaped RS256 access tokens)
+
+USAGE
+  outseta-dev serve [--addr 127.0.0.1:8787] [--key-file F] [--issuer URL] [--audience A] [--max-age S]
+      Serve GET /.well-known/jwks, GET /.well-known/openid-configuration,
+      POST /tokens {\"sub\":..,\"account\":..,\"expires_in\":..}, POST /rotate {\"keep_old\":true},
+      POST /fault {\"mode\":\"status|slow|redirect|body|oversize|hangup|none\", ...}, GET /hits.
+      Loopback addresses only.
+  outseta-dev token --key-file F --sub PERSON --account ACCOUNT [--issuer URL] [--audience A]
+      [--expires-in S] [--email E] [--name N] [--plan P] [--add-on U]... [--not-primary]
+      Print one access token signed with the key in F.
+  outseta-dev jwks --key-file F      Print the public JWKS of the key in F.
+  outseta-dev keygen --key-file F    Create an RSA-2048 key (PKCS#8 DER) in F.
+
+A key file is created on first use; its kid is derived from the key, so a server and the
+token command that share a key file agree.
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args) {
+        eprintln!("outseta-dev: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn flags<'a>(args: &'a [String], name: &str) -> Vec<&'a str> {
+    args.windows(2)
+        .filter(|w| w[0] == name)
+        .map(|w| w[1].as_str())
+        .collect()
+}
+
+fn kid_for(der: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn load_or_create(path: Option<&str>) -> Result<SigningKey, String> {
+    let Some(path) = path else {
+        return Ok(SigningKey::generate("outseta-dev-1"));
+    };
+    let p = Path::new(path);
+    if p.exists() {
+        let der = std::fs::read(p).map_err(|e| format!("reading {path}: {e}"))?;
+        SigningKey::from_pkcs8(&kid_for(&der), &der)
+    } else {
+        let k = SigningKey::generate("tmp");
+        let der = k.to_pkcs8();
+        std::fs::write(p, &der).map_err(|e| format!("writing {path}: {e}"))?;
+        SigningKey::from_pkcs8(&kid_for(&der), &der)
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let cmd = args.first().map(String::as_str).unwrap_or("help");
+    let key_file = flag(args, "--key-file");
+    match cmd {
+        "serve" => {
+            let addr = flag(args, "--addr").unwrap_or("127.0.0.1:8787");
+            let key = load_or_create(key_file)?;
+            let base = format!("http://{addr}");
+            let mut issuer = Issuer::with_key(flag(args, "--issuer").unwrap_or(&base), key);
+            issuer.audience = flag(args, "--audience").map(String::from);
+            issuer.max_age = flag(args, "--max-age")
+                .map(|s| s.parse().map_err(|_| "--max-age: not a number"))
+                .transpose()?;
+            let server =
+                Server::start(addr, issuer).map_err(|e| format!("cannot serve on {addr}: {e}"))?;
+            println!("outseta-dev: serving {}", server.jwks_url());
+            loop {
+                std::thread::park();
+            }
+        }
+        "token" => {
+            let key = load_or_create(Some(key_file.ok_or("--key-file is required")?))?;
+            let mut req = TokenRequest::new(
+                flag(args, "--sub").ok_or("--sub is required")?,
+                flag(args, "--account").ok_or("--account is required")?,
+            );
+            req.email = flag(args, "--email").map(String::from);
+            req.name = flag(args, "--name").map(String::from);
+            req.plan_uid = flag(args, "--plan").map(String::from);
+            req.add_on_uids = flags(args, "--add-on")
+                .into_iter()
+                .map(String::from)
+                .collect();
+            req.is_primary = !args.iter().any(|a| a == "--not-primary");
+            if let Some(e) = flag(args, "--expires-in") {
+                req.expires_in = e.parse().map_err(|_| "--expires-in: not a number")?;
+            }
+            let mut issuer = Issuer::with_key(
+                flag(args, "--issuer").unwrap_or("http://127.0.0.1:8787"),
+                key,
+            );
+            issuer.audience = flag(args, "--audience").map(String::from);
+            println!("{}", issuer.mint(&req));
+            Ok(())
+        }
+        "jwks" => {
+            let key = load_or_create(Some(key_file.ok_or("--key-file is required")?))?;
+            let jwks: Value = serde_json::json!({"keys": [key.jwk()]});
+            println!("{jwks}");
+            Ok(())
+        }
+        "keygen" => {
+            let path = key_file.ok_or("--key-file is required")?;
+            if Path::new(path).exists() {
+                return Err(format!("{path} exists; not overwriting"));
+            }
+            let key = load_or_create(Some(path))?;
+            println!("{}", key.kid);
+            Ok(())
+        }
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}; try `outseta-dev help`")),
+    }
+}

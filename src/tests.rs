@@ -1,0 +1,513 @@
+//! In-database tests (`cargo pgrx test`): SQL through SPI in a real backend, against a real
+//! outseta-dev HTTP server on 127.0.0.1 started inside the test.
+//!
+//! What needs a real client connection (SQLSTATEs as a client sees them, roles, RLS,
+//! PgBouncer, parallel plans) lives in the `e2e` crate.
+
+#[pgrx::pg_schema]
+mod tests {
+    use std::time::Duration;
+
+    use outseta_dev::{b64url, Fault, Issuer, Server, SigningKey, TokenRequest};
+    use pgrx::prelude::*;
+    use pgrx::JsonB;
+    use serde_json::{json, Value};
+
+    fn start() -> Server {
+        let s = Server::start("127.0.0.1:0", Issuer::new("https://test.outseta.com")).unwrap();
+        sql(&format!("SET outseta_auth.jwks_url = '{}'", s.jwks_url()));
+        sql("SET outseta_auth.jwks_refresh_min_interval = 0");
+        s
+    }
+
+    fn sql(q: &str) {
+        Spi::run(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+    }
+
+    fn text(q: &str) -> Option<String> {
+        Spi::get_one::<String>(q).unwrap()
+    }
+
+    /// `error_code` from outseta_try_verify; None when the token is valid.
+    fn code(token: &str) -> Option<String> {
+        Spi::get_one_with_args::<String>(
+            "SELECT (outseta_try_verify($1)).error_code",
+            &[token.into()],
+        )
+        .unwrap()
+    }
+
+    fn valid(token: &str) -> bool {
+        Spi::get_one_with_args::<bool>("SELECT (outseta_try_verify($1)).valid", &[token.into()])
+            .unwrap()
+            .unwrap()
+    }
+
+    fn set_token(t: &str) {
+        Spi::run_with_args(
+            "SELECT set_config('outseta_auth.token', $1, true)",
+            &[t.into()],
+        )
+        .unwrap();
+    }
+
+    fn jane() -> TokenRequest {
+        let mut r = TokenRequest::new("dQGxEz94", "wZmNw7Q2");
+        r.email = Some("jane@example.com".into());
+        r.name = Some("Jane Doe".into());
+        r.plan_uid = Some("OW4pRYWg".into());
+        r.subscription_uid = Some("j9ma0qQn".into());
+        r.add_on_uids = vec!["addon1".into(), "addon2".into()];
+        r
+    }
+
+    fn with_claims(mut r: TokenRequest, extra: Value) -> TokenRequest {
+        r.extra = extra.as_object().unwrap().clone();
+        r
+    }
+
+    fn now() -> i64 {
+        outseta_dev::now()
+    }
+
+    #[pg_test]
+    fn version_is_the_crate_version() {
+        assert_eq!(
+            text("SELECT outseta_auth_version()").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    #[pg_test]
+    fn valid_token_and_every_accessor() {
+        let s = start();
+        let t = s.mint(&jane());
+        let claims =
+            Spi::get_one_with_args::<JsonB>("SELECT outseta_verify($1)", &[t.as_str().into()])
+                .unwrap()
+                .unwrap();
+        assert_eq!(claims.0["sub"], "dQGxEz94");
+
+        set_token(&t);
+        assert_eq!(text("SELECT outseta_sub()").as_deref(), Some("dQGxEz94"));
+        assert_eq!(
+            text("SELECT outseta_account_uid()").as_deref(),
+            Some("wZmNw7Q2")
+        );
+        assert_eq!(
+            text("SELECT outseta_email()").as_deref(),
+            Some("jane@example.com")
+        );
+        assert_eq!(text("SELECT outseta_name()").as_deref(), Some("Jane Doe"));
+        assert_eq!(
+            text("SELECT outseta_plan_uid()").as_deref(),
+            Some("OW4pRYWg")
+        );
+        assert_eq!(
+            text("SELECT outseta_subscription_uid()").as_deref(),
+            Some("j9ma0qQn")
+        );
+        assert_eq!(
+            text("SELECT array_to_string(outseta_add_on_uids(), ',')").as_deref(),
+            Some("addon1,addon2")
+        );
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT outseta_is_primary()").unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            text("SELECT outseta_claim('given_name') #>> '{}'").as_deref(),
+            Some("Jane")
+        );
+        assert_eq!(
+            text("SELECT outseta_claims() ->> 'outseta:isPrimary'").as_deref(),
+            Some("1")
+        );
+
+        let mut member = jane();
+        member.is_primary = false;
+        set_token(&s.mint(&member));
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT outseta_is_primary()").unwrap(),
+            Some(false)
+        );
+    }
+
+    #[pg_test]
+    fn no_token_means_null() {
+        start();
+        set_token("");
+        assert_eq!(text("SELECT outseta_sub()"), None);
+        assert_eq!(
+            Spi::get_one::<JsonB>("SELECT outseta_claims()")
+                .unwrap()
+                .map(|j| j.0),
+            None
+        );
+        assert_eq!(code(""), Some("malformed".into()));
+    }
+
+    #[pg_test(error = "Outseta token has expired")]
+    fn accessor_with_expired_token_raises() {
+        let s = start();
+        let mut r = jane();
+        r.expires_in = -120;
+        set_token(&s.mint(&r));
+        text("SELECT outseta_sub()");
+    }
+
+    #[pg_test(error = "Outseta token has a bad signature")]
+    fn verify_raises_on_tampering() {
+        let s = start();
+        let t = s.mint(&jane());
+        let p: Vec<&str> = t.split('.').collect();
+        let forged = format!(
+            "{}.{}.{}",
+            p[0],
+            b64url(br#"{"sub":"admin","exp":9999999999}"#),
+            p[2]
+        );
+        Spi::get_one_with_args::<JsonB>("SELECT outseta_verify($1)", &[forged.as_str().into()])
+            .unwrap();
+    }
+
+    #[pg_test]
+    fn time_rules() {
+        let s = start();
+        let n = now();
+        let mut expired = jane();
+        expired.expires_in = -120;
+        assert_eq!(code(&s.mint(&expired)).as_deref(), Some("expired"));
+        let mut in_leeway = jane();
+        in_leeway.expires_in = -10;
+        assert!(
+            valid(&s.mint(&in_leeway)),
+            "expired 10 s ago is inside the 30 s leeway"
+        );
+        sql("SET outseta_auth.leeway = 0");
+        assert_eq!(code(&s.mint(&in_leeway)).as_deref(), Some("expired"));
+        sql("RESET outseta_auth.leeway");
+        assert_eq!(
+            code(&s.mint(&with_claims(jane(), json!({"nbf": n + 300})))).as_deref(),
+            Some("not_yet_valid")
+        );
+        assert!(valid(&s.mint(&with_claims(jane(), json!({"nbf": n + 10})))));
+        assert_eq!(
+            code(&s.mint(&with_claims(jane(), json!({"iat": n + 300})))).as_deref(),
+            Some("issued_in_future")
+        );
+        assert_eq!(
+            code(&s.mint(&with_claims(jane(), json!({"exp": "never"})))).as_deref(),
+            Some("invalid_claim")
+        );
+        let no_exp = {
+            let key = s.issuer.lock().unwrap();
+            key.signing_key().mint(&json!({"sub": "x"}))
+        };
+        assert_eq!(code(&no_exp).as_deref(), Some("missing_claim"));
+    }
+
+    #[pg_test]
+    fn algorithm_attacks_are_refused() {
+        let s = start();
+        let (kid, jwk, rsa_mint) = {
+            let i = s.issuer.lock().unwrap();
+            let k = i.signing_key();
+            (
+                k.kid.clone(),
+                k.jwk(),
+                k.mint_with_header(
+                    &json!({"alg": "RS512", "kid": k.kid}),
+                    &json!({"exp": now() + 60}),
+                ),
+            )
+        };
+        // A header alg outside the allow-list, though the signature is RS256.
+        assert_eq!(code(&rsa_mint).as_deref(), Some("algorithm_not_allowed"));
+
+        let claims = b64url(
+            json!({"sub": "admin", "exp": now() + 600})
+                .to_string()
+                .as_bytes(),
+        );
+        for alg in ["none", "None", "NONE"] {
+            let h = b64url(json!({"alg": alg, "kid": kid}).to_string().as_bytes());
+            assert_eq!(
+                code(&format!("{h}.{claims}.")).as_deref(),
+                Some("malformed"),
+                "{alg}: empty signature"
+            );
+            assert_eq!(
+                code(&format!("{h}.{claims}.AAAA")).as_deref(),
+                Some("algorithm_not_allowed"),
+                "{alg}"
+            );
+        }
+        // HS256 keyed with the RSA public key (the JWK JSON and the raw modulus).
+        for secret in [jwk.to_string().into_bytes(), b64url(b"n").into_bytes()] {
+            let h = b64url(json!({"alg": "HS256", "kid": kid}).to_string().as_bytes());
+            let input = format!("{h}.{claims}");
+            let tag = outseta_dev::hmac_sha256(&secret, input.as_bytes());
+            assert_eq!(
+                code(&format!("{input}.{}", b64url(&tag))).as_deref(),
+                Some("algorithm_not_allowed")
+            );
+        }
+        // Allowing PS256 does not let an RS256 key be used as PS256 when the JWK says RS256.
+        sql("SET outseta_auth.algorithms = 'RS256,PS256'");
+        let h = b64url(json!({"alg": "PS256", "kid": kid}).to_string().as_bytes());
+        assert_eq!(
+            code(&format!("{h}.{claims}.AAAA")).as_deref(),
+            Some("key_mismatch")
+        );
+    }
+
+    #[pg_test]
+    fn wrong_key_and_unknown_kid() {
+        let s = start();
+        let kid = s.issuer.lock().unwrap().signing_key().kid.clone();
+        let imposter = SigningKey::generate(&kid);
+        let forged = imposter.mint(&json!({"sub": "x", "exp": now() + 60}));
+        assert_eq!(code(&forged).as_deref(), Some("bad_signature"));
+        let stranger =
+            SigningKey::generate("stranger").mint(&json!({"sub": "x", "exp": now() + 60}));
+        assert_eq!(code(&stranger).as_deref(), Some("unknown_kid"));
+    }
+
+    #[pg_test]
+    fn key_rotation_is_picked_up() {
+        let s = start();
+        assert!(valid(&s.mint(&jane())));
+        let fetches = s.hits("/.well-known/jwks");
+        s.issuer.lock().unwrap().rotate(true);
+        assert!(valid(&s.mint(&jane())), "a token with the new kid verifies");
+        assert_eq!(
+            s.hits("/.well-known/jwks"),
+            fetches + 1,
+            "one refetch for the unknown kid"
+        );
+    }
+
+    #[pg_test]
+    fn unknown_kids_are_rate_limited() {
+        let s = start();
+        sql("SET outseta_auth.jwks_refresh_min_interval = 60");
+        assert!(valid(&s.mint(&jane())));
+        assert_eq!(s.hits("/.well-known/jwks"), 1);
+        for i in 0..20 {
+            let t = SigningKey::generate(&format!("random-{i}")).mint(&json!({"exp": now() + 60}));
+            assert_eq!(code(&t).as_deref(), Some("unknown_kid"));
+        }
+        assert_eq!(
+            s.hits("/.well-known/jwks"),
+            1,
+            "a flood of unknown kids causes no fetch"
+        );
+        sql("SET outseta_auth.jwks_refresh_min_interval = 0");
+        let t = SigningKey::generate("random-x").mint(&json!({"exp": now() + 60}));
+        assert_eq!(code(&t).as_deref(), Some("unknown_kid"));
+        assert_eq!(
+            s.hits("/.well-known/jwks"),
+            2,
+            "without the limit, an unknown kid refetches"
+        );
+    }
+
+    #[pg_test]
+    fn stale_keys_are_used_when_the_server_fails() {
+        let s = start();
+        sql("SET outseta_auth.jwks_cache_ttl = 1");
+        assert!(valid(&s.mint(&jane())));
+        std::thread::sleep(Duration::from_millis(1100));
+        s.set_fault(Fault::Status(500));
+        let mut other = jane();
+        other.sub = "another".into();
+        assert!(
+            valid(&s.mint(&other)),
+            "stale-if-error keeps valid tokens working"
+        );
+        assert_eq!(s.hits("/.well-known/jwks"), 2, "the refresh was attempted");
+        assert_eq!(
+            text("SELECT last_error FROM outseta_jwks_status()").as_deref(),
+            Some("HTTP 500")
+        );
+    }
+
+    fn fetch_error(fault: Fault) -> String {
+        let s = start();
+        s.set_fault(fault);
+        let t = s.mint(&jane());
+        assert_eq!(code(&t).as_deref(), Some("jwks_unavailable"));
+        Spi::get_one_with_args::<String>(
+            "SELECT (outseta_try_verify($1)).error",
+            &[t.as_str().into()],
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    #[pg_test]
+    fn redirects_are_not_followed() {
+        let e = fetch_error(Fault::Redirect(
+            "http://127.0.0.1:9/.well-known/jwks".into(),
+        ));
+        assert!(e.contains("HTTP 302 (redirects are not followed)"), "{e}");
+    }
+
+    #[pg_test]
+    fn oversize_bodies_are_refused() {
+        let e = fetch_error(Fault::Oversize(200 * 1024));
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
+    }
+
+    #[pg_test]
+    fn invalid_and_empty_key_sets_are_refused() {
+        let e = fetch_error(Fault::Body("{not json".into()));
+        assert!(e.contains("not valid JSON"), "{e}");
+        let e = fetch_error(Fault::Body(r#"{"keys": []}"#.into()));
+        assert!(e.contains("no usable signing key"), "{e}");
+    }
+
+    #[pg_test]
+    fn slow_servers_time_out() {
+        sql("SET outseta_auth.http_timeout = 300");
+        let started = std::time::Instant::now();
+        let e = fetch_error(Fault::Slow(Duration::from_secs(5)));
+        assert!(e.contains("timed out"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "bounded by the timeout"
+        );
+    }
+
+    #[pg_test]
+    fn non_loopback_http_is_refused() {
+        start();
+        sql("SET outseta_auth.jwks_url = 'http://example.com/.well-known/jwks'");
+        let t = SigningKey::generate("k").mint(&json!({"exp": now() + 60}));
+        assert_eq!(code(&t).as_deref(), Some("config_error"));
+    }
+
+    #[pg_test]
+    fn issuer_and_audience() {
+        let s = start();
+        s.issuer.lock().unwrap().audience = Some("my-app".into());
+        let t = s.mint(&jane());
+        sql("SET outseta_auth.issuer = 'https://other.outseta.com, https://test.outseta.com'");
+        sql("SET outseta_auth.audience = 'my-app'");
+        assert!(valid(&t));
+        sql("SET outseta_auth.issuer = 'https://other.outseta.com'");
+        assert_eq!(
+            code(&t).as_deref(),
+            Some("issuer_mismatch"),
+            "cached token re-checked after a trust change"
+        );
+        sql("RESET outseta_auth.issuer");
+        sql("SET outseta_auth.audience = 'not-my-app'");
+        assert_eq!(code(&t).as_deref(), Some("audience_mismatch"));
+    }
+
+    #[pg_test]
+    fn literal_jwks_and_trust_changes_invalidate_the_cache() {
+        let key = SigningKey::generate("lit-1");
+        let t = key.mint(&json!({"sub": "p", "exp": now() + 600}));
+        Spi::run_with_args(
+            "SELECT set_config('outseta_auth.jwks', $1, false)",
+            &[json!({"keys": [key.jwk()]}).to_string().as_str().into()],
+        )
+        .unwrap();
+        assert!(valid(&t));
+        set_token(&t);
+        assert_eq!(text("SELECT outseta_sub()").as_deref(), Some("p"));
+
+        // Another key set: the cached verdict must not survive.
+        let other = SigningKey::generate("lit-2");
+        Spi::run_with_args(
+            "SELECT set_config('outseta_auth.jwks', $1, false)",
+            &[json!({"keys": [other.jwk()]}).to_string().as_str().into()],
+        )
+        .unwrap();
+        assert_eq!(code(&t).as_deref(), Some("unknown_kid"));
+
+        // Back to the first set, then disallow RS256.
+        Spi::run_with_args(
+            "SELECT set_config('outseta_auth.jwks', $1, false)",
+            &[json!({"keys": [key.jwk()]}).to_string().as_str().into()],
+        )
+        .unwrap();
+        assert!(valid(&t));
+        sql("SET outseta_auth.algorithms = 'ES256'");
+        assert_eq!(code(&t).as_deref(), Some("algorithm_not_allowed"));
+        sql("SET outseta_auth.algorithms = 'HS256'");
+        assert_eq!(code(&t).as_deref(), Some("config_error"));
+    }
+
+    #[pg_test]
+    fn status_shows_keys_and_counters() {
+        let s = start();
+        let t = s.mint(&jane());
+        assert!(valid(&t));
+        assert!(valid(&t));
+        let kid = s.issuer.lock().unwrap().signing_key().kid.clone();
+        assert_eq!(
+            text("SELECT keys -> 0 ->> 'kid' FROM outseta_jwks_status()"),
+            Some(kid)
+        );
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT fetch_count FROM outseta_jwks_status()").unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT token_cache_hits FROM outseta_jwks_status()").unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT outseta_refresh_jwks()").unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT fetch_count FROM outseta_jwks_status()").unwrap(),
+            Some(2)
+        );
+    }
+
+    #[pg_test]
+    fn authenticate_sets_the_token_for_the_transaction() {
+        let s = start();
+        let t = s.mint(&jane());
+        let claims = Spi::get_one_with_args::<JsonB>(
+            "SELECT outseta_authenticate($1)",
+            &[t.as_str().into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(claims.0["outseta:accountUid"], "wZmNw7Q2");
+        assert_eq!(text("SELECT outseta_sub()").as_deref(), Some("dQGxEz94"));
+        assert_eq!(
+            text("SELECT current_setting('outseta_auth.token')"),
+            Some(t)
+        );
+        assert!(Spi::get_one::<JsonB>("SELECT outseta_authenticate('')")
+            .unwrap()
+            .is_none());
+        assert_eq!(text("SELECT outseta_sub()"), None);
+    }
+
+    #[pg_test(error = "permission denied to set parameter \"outseta_auth.jwks\"")]
+    fn ordinary_roles_cannot_set_trust_settings() {
+        sql("CREATE ROLE outseta_test_app NOLOGIN");
+        sql("SET ROLE outseta_test_app");
+        sql("SET outseta_auth.jwks = '{\"keys\":[]}'");
+    }
+
+    #[pg_test]
+    fn ordinary_roles_can_set_the_token() {
+        sql("CREATE ROLE outseta_test_app2 NOLOGIN");
+        sql("SET ROLE outseta_test_app2");
+        sql("SET outseta_auth.token = 'x.y.z'");
+        assert_eq!(
+            text("SELECT current_setting('outseta_auth.token')").as_deref(),
+            Some("x.y.z")
+        );
+    }
+}
