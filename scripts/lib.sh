@@ -1,0 +1,66 @@
+# Shared helpers for scripts/demo, scripts/e2e and bench/run (source this file).
+# A throwaway PostgreSQL 15 cluster on a loopback port, run as `postgres` when we are root
+# (initdb refuses root), and the extension installed into Debian's PostgreSQL 15.
+
+PG_BIN=/usr/lib/postgresql/15/bin
+PG_CONFIG=/usr/bin/pg_config
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# install_extension [--release]: build and install outseta_auth into the system PostgreSQL.
+install_extension() {
+  local sudo_flag=()
+  [ "$(id -u)" = 0 ] || sudo_flag=(--sudo)
+  local log
+  log=$(mktemp)
+  if ! cargo pgrx install "$@" "${sudo_flag[@]}" --pg-config "$PG_CONFIG" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  rm -f "$log"
+}
+
+# cluster_start DIR PORT [extra postgresql.conf lines...]: a new cluster in DIR.
+cluster_start() {
+  local dir=$1 port=$2; shift 2
+  rm -rf "$dir"
+  install -d -m 700 "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+  as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust --locale=C.UTF-8 >/dev/null
+  {
+    echo "listen_addresses = '127.0.0.1'"
+    echo "port = $port"
+    echo "unix_socket_directories = '$dir'"
+    echo "logging_collector = off"
+    echo "shared_preload_libraries = 'outseta_auth'"
+    for line in "$@"; do echo "$line"; done
+  } | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
+  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+}
+
+cluster_stop() {
+  local dir=$1
+  [ -d "$dir/data" ] && as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+# free_port: an unused TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_for_http URL: until the URL answers (10 s at most).
+wait_for_http() {
+  for _ in $(seq 100); do
+    python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for $1" >&2
+  return 1
+}
