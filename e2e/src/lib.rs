@@ -1,0 +1,84 @@
+//! Fixture for the end-to-end tests: a database on the throwaway cluster that
+//! `scripts/e2e` started, with the example schema loaded and the JWKS served by an
+//! in-process outseta-dev server on 127.0.0.1.
+
+use std::sync::OnceLock;
+
+use outseta_dev::{Issuer, Server, TokenRequest};
+use postgres::{Client, NoTls};
+
+pub const DB: &str = "outseta_e2e";
+pub const ISSUER: &str = "https://e2e.outseta.com";
+pub const JANE: &str = "L9nqAzQZ";
+pub const BOB: &str = "DQ2b7wmV";
+pub const ACME: &str = "wZmNw7Q2";
+pub const GLOBEX: &str = "y9gE3kWj";
+
+pub struct Fixture {
+    pub server: Server,
+    pub port: u16,
+}
+
+fn env_port(name: &str) -> u16 {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run these tests through scripts/e2e"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a port number"))
+}
+
+pub fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let port = env_port("OUTSETA_E2E_PGPORT");
+        let server = Server::start("127.0.0.1:0", Issuer::new(ISSUER)).expect("outseta-dev");
+        let mut su = connect_as(port, "postgres", "postgres");
+        su.batch_execute(&format!("DROP DATABASE IF EXISTS {DB}")).unwrap();
+        su.batch_execute(&format!("CREATE DATABASE {DB}")).unwrap();
+        let mut db = connect_as(port, "postgres", DB);
+        let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../sql/examples/");
+        let schema = std::fs::read_to_string(format!("{examples}outseta_app.sql")).unwrap();
+        let seed = std::fs::read_to_string(format!("{examples}seed.sql")).unwrap();
+        db.batch_execute(&format!(
+            "CREATE EXTENSION outseta_auth;
+             DO $$ BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'outseta_app') THEN
+                     CREATE ROLE outseta_app LOGIN;
+                 END IF;
+             END $$;
+             ALTER DATABASE {DB} SET outseta_auth.jwks_url = '{url}';
+             ALTER DATABASE {DB} SET outseta_auth.issuer = '{ISSUER}';
+             ALTER ROLE outseta_app IN DATABASE {DB} SET outseta_auth.token_header = 'authorization';",
+            url = server.jwks_url()
+        ))
+        .unwrap();
+        db.batch_execute(&schema).unwrap();
+        db.batch_execute(&seed).unwrap();
+        Fixture { server, port }
+    })
+}
+
+pub fn connect_as(port: u16, user: &str, db: &str) -> Client {
+    Client::connect(
+        &format!("host=127.0.0.1 port={port} user={user} dbname={db}"),
+        NoTls,
+    )
+    .unwrap_or_else(|e| panic!("connecting as {user} to {db} on {port}: {e}"))
+}
+
+/// A new connection as the application role (not a superuser, not the table owner).
+pub fn app() -> Client {
+    connect_as(fixture().port, "outseta_app", DB)
+}
+
+/// A new superuser connection to the test database.
+pub fn superuser() -> Client {
+    connect_as(fixture().port, "postgres", DB)
+}
+
+pub fn token(sub: &str, account: &str) -> String {
+    fixture().server.mint(&TokenRequest::new(sub, account))
+}
+
+pub fn token_with(req: TokenRequest) -> String {
+    fixture().server.mint(&req)
+}

@@ -1,0 +1,432 @@
+//! End to end, as an application meets the product: a real client connection as an
+//! ordinary role, the example RLS schema, tokens minted by outseta-dev and a JWKS the
+//! extension fetches from it over HTTP on 127.0.0.1.
+
+use std::collections::HashSet;
+
+use outseta_dev::{b64url, TokenRequest};
+use outseta_e2e::*;
+use postgres::error::SqlState;
+use postgres::Client;
+
+/// Run `sql` in a transaction that first sets the token, return the first column as text.
+fn texts_with(c: &mut Client, token: &str, sql: &str) -> Result<Vec<String>, postgres::Error> {
+    let mut tx = c.transaction()?;
+    tx.execute(
+        "SELECT set_config('outseta_auth.token', $1, true)",
+        &[&token],
+    )?;
+    let rows = tx.query(sql, &[])?;
+    tx.commit()?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+fn sqlstate(e: &postgres::Error) -> SqlState {
+    e.code()
+        .cloned()
+        .unwrap_or_else(|| panic!("not a database error: {e}"))
+}
+
+#[test]
+fn people_see_only_their_own_rows() {
+    let mut c = app();
+    let jane = texts_with(
+        &mut c,
+        &token(JANE, ACME),
+        "SELECT title FROM todos ORDER BY id",
+    )
+    .unwrap();
+    assert_eq!(jane, ["Jane: renew passport", "Jane: book dentist"]);
+    let bob = texts_with(
+        &mut c,
+        &token(BOB, GLOBEX),
+        "SELECT title FROM todos ORDER BY id",
+    )
+    .unwrap();
+    assert_eq!(bob, ["Bob: file expenses"]);
+    let acme = texts_with(
+        &mut c,
+        &token(JANE, ACME),
+        "SELECT title FROM documents ORDER BY id",
+    )
+    .unwrap();
+    assert_eq!(acme, ["Acme roadmap"]);
+    let globex = texts_with(
+        &mut c,
+        &token(JANE, GLOBEX),
+        "SELECT title FROM documents ORDER BY id",
+    )
+    .unwrap();
+    assert_eq!(globex, ["Globex budget", "Globex hiring plan"]);
+}
+
+#[test]
+fn one_person_has_different_rights_in_two_accounts() {
+    let mut c = app();
+    let role = |c: &mut Client, t: &str| texts_with(c, t, "SELECT current_account_role()").unwrap();
+    assert_eq!(role(&mut c, &token(JANE, ACME)), ["admin"]);
+    assert_eq!(role(&mut c, &token(JANE, GLOBEX)), ["viewer"]);
+
+    // A viewer's delete matches no row; an admin's delete works (rolled back).
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "SELECT set_config('outseta_auth.token', $1, true)",
+        &[&token(JANE, GLOBEX)],
+    )
+    .unwrap();
+    assert_eq!(
+        tx.execute("DELETE FROM documents WHERE title = 'Globex budget'", &[])
+            .unwrap(),
+        0
+    );
+    tx.rollback().unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "SELECT set_config('outseta_auth.token', $1, true)",
+        &[&token(BOB, GLOBEX)],
+    )
+    .unwrap();
+    assert_eq!(
+        tx.execute("DELETE FROM documents WHERE title = 'Globex budget'", &[])
+            .unwrap(),
+        1
+    );
+    tx.rollback().unwrap();
+}
+
+#[test]
+fn rows_for_someone_else_fail_the_with_check() {
+    let mut c = app();
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "SELECT set_config('outseta_auth.token', $1, true)",
+        &[&token(JANE, ACME)],
+    )
+    .unwrap();
+    let e = tx
+        .execute(
+            "INSERT INTO todos (user_id, title) VALUES ($1, 'x')",
+            &[&BOB],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE, "{e}");
+    drop(tx);
+
+    // Defaults and the trigger stamp the verified identity.
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "SELECT set_config('outseta_auth.token', $1, true)",
+        &[&token(JANE, ACME)],
+    )
+    .unwrap();
+    let row = tx
+        .query_one(
+            "INSERT INTO documents (title) VALUES ('new') RETURNING account_uid, created_by_person_uid",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        (ACME.to_string(), JANE.to_string())
+    );
+    tx.rollback().unwrap();
+}
+
+#[test]
+fn subscription_gated_rows() {
+    let mut c = app();
+    let mut with_addon = TokenRequest::new(JANE, ACME);
+    with_addon.add_on_uids = vec!["addon_reporting".into()];
+    let seen = texts_with(&mut c, &token_with(with_addon), "SELECT title FROM reports").unwrap();
+    assert_eq!(seen, ["Acme quarterly report"]);
+    let none = texts_with(&mut c, &token(JANE, ACME), "SELECT title FROM reports").unwrap();
+    assert!(none.is_empty());
+}
+
+#[test]
+fn no_token_sees_nothing_without_error() {
+    let mut c = app();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM todos", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let sub: Option<String> = c.query_one("SELECT outseta_sub()", &[]).unwrap().get(0);
+    assert_eq!(sub, None);
+}
+
+#[test]
+fn invalid_tokens_are_refused_with_28000_and_no_secret_in_the_message() {
+    let mut c = app();
+    let mut expired = TokenRequest::new(JANE, ACME);
+    expired.expires_in = -3600;
+    let good = token(BOB, GLOBEX);
+    let p: Vec<&str> = good.split('.').collect();
+    let tampered = format!(
+        "{}.{}.{}",
+        p[0],
+        b64url(br#"{"sub":"L9nqAzQZ","exp":9999999999}"#),
+        p[2]
+    );
+    for (t, msg) in [
+        (token_with(expired), "Outseta token has expired"),
+        (tampered, "Outseta token has a bad signature"),
+        ("not-a-token".to_string(), "Outseta token is malformed"),
+    ] {
+        let e = texts_with(&mut c, &t, "SELECT title FROM todos").unwrap_err();
+        assert_eq!(
+            sqlstate(&e),
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            "{e}"
+        );
+        let db = e.as_db_error().unwrap();
+        assert_eq!(db.message(), msg);
+        let all = format!("{} {:?} {:?}", db.message(), db.detail(), db.hint());
+        for part in t.split('.').filter(|p| p.len() > 8) {
+            assert!(!all.contains(part), "token material in the error: {all}");
+        }
+    }
+}
+
+#[test]
+fn jwks_unreachable_is_58000_and_bad_settings_are_22023() {
+    let mut su = superuser();
+    su.batch_execute("SET outseta_auth.jwks_url = 'http://127.0.0.1:1/.well-known/jwks'")
+        .unwrap();
+    let e = su
+        .query_one("SELECT outseta_verify($1)", &[&token(JANE, ACME)])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::SYSTEM_ERROR, "{e}");
+    assert!(e
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("http://127.0.0.1:1/.well-known/jwks"));
+    su.batch_execute("SET outseta_auth.jwks_url = 'http://example.com/jwks'")
+        .unwrap();
+    let e = su
+        .query_one("SELECT outseta_verify($1)", &[&token(JANE, ACME)])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::INVALID_PARAMETER_VALUE, "{e}");
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "invalid value for outseta_auth.jwks_url"
+    );
+}
+
+#[test]
+fn postgrest_contract_cookie_and_header() {
+    let mut c = app();
+    // Exactly what PostgREST does per request: JSON text settings, transaction-local.
+    let cookies =
+        serde_json::json!({"Outseta.nocode.accessToken": token(JANE, ACME), "other": "x"});
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "SELECT set_config('request.cookies', $1, true)",
+        &[&cookies.to_string()],
+    )
+    .unwrap();
+    tx.execute(
+        "SELECT set_config('request.headers', $1, true)",
+        &[&r#"{"accept":"*/*"}"#],
+    )
+    .unwrap();
+    let rows = tx
+        .query("SELECT title FROM todos ORDER BY id", &[])
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    tx.commit().unwrap();
+
+    // The header source (outseta_auth.token_header = 'authorization' for this role).
+    let headers = serde_json::json!({"authorization": format!("Bearer {}", token(BOB, GLOBEX))});
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "SELECT set_config('request.headers', $1, true)",
+        &[&headers.to_string()],
+    )
+    .unwrap();
+    let sub: Option<String> = tx.query_one("SELECT outseta_sub()", &[]).unwrap().get(0);
+    assert_eq!(sub.as_deref(), Some(BOB));
+    tx.commit().unwrap();
+
+    // Unverified claims are never identity.
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "SELECT set_config('request.jwt.claims', $1, true)",
+        &[&format!(r#"{{"sub":"{JANE}"}}"#)],
+    )
+    .unwrap();
+    let n: i64 = tx
+        .query_one("SELECT count(*) FROM todos", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    tx.commit().unwrap();
+
+    // A forged cookie is refused like any token.
+    let mut tx = c.transaction().unwrap();
+    let bad = serde_json::json!({"Outseta.nocode.accessToken": "x.y.z"});
+    tx.execute(
+        "SELECT set_config('request.cookies', $1, true)",
+        &[&bad.to_string()],
+    )
+    .unwrap();
+    let e = tx.query("SELECT title FROM todos", &[]).unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+}
+
+#[test]
+fn the_application_role_cannot_touch_trust_settings() {
+    let mut c = app();
+    for setting in [
+        "outseta_auth.domain",
+        "outseta_auth.jwks_url",
+        "outseta_auth.jwks",
+        "outseta_auth.algorithms",
+        "outseta_auth.issuer",
+        "outseta_auth.audience",
+        "outseta_auth.leeway",
+        "outseta_auth.jwks_cache_ttl",
+        "outseta_auth.jwks_refresh_min_interval",
+        "outseta_auth.http_timeout",
+        "outseta_auth.token_sources",
+        "outseta_auth.token_header",
+        "outseta_auth.token_cookie",
+    ] {
+        let value = if setting.ends_with("leeway")
+            || setting.contains("ttl")
+            || setting.contains("interval")
+            || setting.contains("timeout")
+        {
+            "1000"
+        } else {
+            "x"
+        };
+        for sql in [
+            format!("SET {setting} = '{value}'"),
+            format!("SELECT set_config('{setting}', '{value}', false)"),
+            format!("ALTER ROLE outseta_app SET {setting} = '{value}'"),
+        ] {
+            let e = c.batch_execute(&sql).unwrap_err();
+            assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE, "{sql}: {e}");
+        }
+    }
+    let e = c
+        .query_one("SELECT outseta_refresh_jwks()", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE);
+    // The token itself is the app's to set.
+    c.batch_execute("SET outseta_auth.token = ''").unwrap();
+}
+
+#[test]
+fn accessors_agree_in_a_forced_parallel_plan() {
+    let mut su = superuser();
+    su.batch_execute(
+        "CREATE TABLE IF NOT EXISTS par_big AS
+             SELECT g AS id, (ARRAY['L9nqAzQZ','DQ2b7wmV','other'])[1 + g % 3] AS owner
+             FROM generate_series(1, 300000) g;
+         GRANT SELECT ON par_big TO outseta_app;
+         ANALYZE par_big;",
+    )
+    .unwrap();
+    let mut c = app();
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "SELECT set_config('outseta_auth.token', $1, true)",
+        &[&token(JANE, ACME)],
+    )
+    .unwrap();
+    tx.batch_execute(
+        "SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0;
+         SET LOCAL min_parallel_table_scan_size = 0; SET LOCAL max_parallel_workers_per_gather = 2;",
+    )
+    .unwrap();
+    let q = "SELECT count(*) FROM par_big WHERE owner = outseta_sub()";
+    let plan: Vec<String> = tx
+        .query(&format!("EXPLAIN (ANALYZE, COSTS OFF) {q}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Workers Launched: 1") || plan.contains("Workers Launched: 2"),
+        "{plan}"
+    );
+    let parallel: i64 = tx.query_one(q, &[]).unwrap().get(0);
+    tx.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        .unwrap();
+    let serial: i64 = tx.query_one(q, &[]).unwrap().get(0);
+    assert_eq!(parallel, 100_000);
+    assert_eq!(parallel, serial);
+}
+
+#[test]
+fn pgbouncer_transaction_pooling_never_mixes_people() {
+    let Ok(port) = std::env::var("OUTSETA_E2E_BOUNCER_PORT") else {
+        panic!("OUTSETA_E2E_BOUNCER_PORT is not set: run through scripts/e2e");
+    };
+    let port: u16 = port.parse().unwrap();
+    fixture();
+    let people = [
+        (JANE, ACME, 2usize),
+        (BOB, GLOBEX, 1usize),
+        ("nobody00", ACME, 0usize),
+    ];
+    let tokens: Vec<(String, &str, usize)> = people
+        .iter()
+        .map(|(p, a, n)| (token(p, a), *p, *n))
+        .collect();
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let tokens = tokens.clone();
+            std::thread::spawn(move || {
+                let mut c = connect_as(port, "outseta_app", DB);
+                let mut seen = HashSet::new();
+                for j in 0..40 {
+                    let (t, person, expected) = &tokens[(i + j) % tokens.len()];
+                    let mut tx = c.transaction().unwrap();
+                    if j % 2 == 0 {
+                        tx.execute("SELECT set_config('outseta_auth.token', $1, true)", &[t])
+                            .unwrap();
+                    } else {
+                        tx.batch_execute(&format!("SET LOCAL outseta_auth.token = '{t}'"))
+                            .unwrap();
+                    }
+                    let rows = tx.query("SELECT user_id FROM todos", &[]).unwrap();
+                    assert_eq!(rows.len(), *expected, "{person} in transaction {j}");
+                    for r in rows {
+                        assert_eq!(r.get::<_, String>(0), *person, "someone else's row");
+                    }
+                    let backend: i32 = tx.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+                    seen.insert(backend);
+                    tx.commit().unwrap();
+                    // Between transactions the pooled server connection carries no token.
+                    // (Simple protocol: an unnamed prepare/execute pair may land on two
+                    // server connections in transaction pooling.)
+                    let msgs = c.simple_query("SELECT count(*) FROM todos").unwrap();
+                    let n = msgs.iter().find_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(r) => r.get(0).map(String::from),
+                        _ => None,
+                    });
+                    assert_eq!(
+                        n.as_deref(),
+                        Some("0"),
+                        "a token leaked past its transaction"
+                    );
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut backends = HashSet::new();
+    for t in threads {
+        backends.extend(t.join().expect("client thread"));
+    }
+    assert!(
+        backends.len() <= 2,
+        "pool_size is 2, saw {} server connections",
+        backends.len()
+    );
+}
