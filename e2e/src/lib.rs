@@ -75,10 +75,27 @@ pub fn superuser() -> Client {
     connect_as(fixture().port, "postgres", DB)
 }
 
+/// A token from outseta-dev's `POST /tokens`, over HTTP, as an app's own tests would get one.
 pub fn token(sub: &str, account: &str) -> String {
-    fixture().server.mint(&TokenRequest::new(sub, account))
+    mint_over_http(serde_json::json!({"sub": sub, "account": account}))
 }
 
+/// A token with extra options (add-ons, expiry), also through `POST /tokens`.
 pub fn token_with(req: TokenRequest) -> String {
-    fixture().server.mint(&req)
+    mint_over_http(serde_json::json!({
+        "sub": req.sub,
+        "account": req.account,
+        "add_on_uids": req.add_on_uids,
+        "is_primary": req.is_primary,
+        "expires_in": req.expires_in,
+    }))
+}
+
+fn mint_over_http(body: serde_json::Value) -> String {
+    let addr = fixture().server.addr.to_string();
+    let resp = outseta_dev::post_json(&addr, "/tokens", &body).expect("POST /tokens");
+    resp["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {resp}"))
+        .to_string()
 }
