@@ -7,15 +7,22 @@ use std::collections::HashSet;
 use outseta_dev::{b64url, TokenRequest};
 use outseta_e2e::*;
 use postgres::error::SqlState;
-use postgres::Client;
+use postgres::{Client, Transaction};
 
-/// Run `sql` in a transaction that first sets the token, return the first column as text.
-fn texts_with(c: &mut Client, token: &str, sql: &str) -> Result<Vec<String>, postgres::Error> {
-    let mut tx = c.transaction()?;
+/// A transaction whose first statement sets the token, as an app (or PostgREST) does.
+fn begin_with<'a>(c: &'a mut Client, token: &str) -> Transaction<'a> {
+    let mut tx = c.transaction().unwrap();
     tx.execute(
         "SELECT set_config('outseta_auth.token', $1, true)",
         &[&token],
-    )?;
+    )
+    .unwrap();
+    tx
+}
+
+/// Run `sql` in a transaction that first sets the token, return the first column as text.
+fn texts_with(c: &mut Client, token: &str, sql: &str) -> Result<Vec<String>, postgres::Error> {
+    let mut tx = begin_with(c, token);
     let rows = tx.query(sql, &[])?;
     tx.commit()?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
@@ -68,24 +75,14 @@ fn one_person_has_different_rights_in_two_accounts() {
     assert_eq!(role(&mut c, &token(JANE, GLOBEX)), ["viewer"]);
 
     // A viewer's delete matches no row; an admin's delete works (rolled back).
-    let mut tx = c.transaction().unwrap();
-    tx.execute(
-        "SELECT set_config('outseta_auth.token', $1, true)",
-        &[&token(JANE, GLOBEX)],
-    )
-    .unwrap();
+    let mut tx = begin_with(&mut c, &token(JANE, GLOBEX));
     assert_eq!(
         tx.execute("DELETE FROM documents WHERE title = 'Globex budget'", &[])
             .unwrap(),
         0
     );
     tx.rollback().unwrap();
-    let mut tx = c.transaction().unwrap();
-    tx.execute(
-        "SELECT set_config('outseta_auth.token', $1, true)",
-        &[&token(BOB, GLOBEX)],
-    )
-    .unwrap();
+    let mut tx = begin_with(&mut c, &token(BOB, GLOBEX));
     assert_eq!(
         tx.execute("DELETE FROM documents WHERE title = 'Globex budget'", &[])
             .unwrap(),
@@ -97,12 +94,7 @@ fn one_person_has_different_rights_in_two_accounts() {
 #[test]
 fn rows_for_someone_else_fail_the_with_check() {
     let mut c = app();
-    let mut tx = c.transaction().unwrap();
-    tx.execute(
-        "SELECT set_config('outseta_auth.token', $1, true)",
-        &[&token(JANE, ACME)],
-    )
-    .unwrap();
+    let mut tx = begin_with(&mut c, &token(JANE, ACME));
     let e = tx
         .execute(
             "INSERT INTO todos (user_id, title) VALUES ($1, 'x')",
@@ -113,12 +105,7 @@ fn rows_for_someone_else_fail_the_with_check() {
     drop(tx);
 
     // Defaults and the trigger stamp the verified identity.
-    let mut tx = c.transaction().unwrap();
-    tx.execute(
-        "SELECT set_config('outseta_auth.token', $1, true)",
-        &[&token(JANE, ACME)],
-    )
-    .unwrap();
+    let mut tx = begin_with(&mut c, &token(JANE, ACME));
     let row = tx
         .query_one(
             "INSERT INTO documents (title) VALUES ('new') RETURNING account_uid, created_by_person_uid",
@@ -331,12 +318,7 @@ fn accessors_agree_in_a_forced_parallel_plan() {
     )
     .unwrap();
     let mut c = app();
-    let mut tx = c.transaction().unwrap();
-    tx.execute(
-        "SELECT set_config('outseta_auth.token', $1, true)",
-        &[&token(JANE, ACME)],
-    )
-    .unwrap();
+    let mut tx = begin_with(&mut c, &token(JANE, ACME));
     tx.batch_execute(
         "SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0;
          SET LOCAL min_parallel_table_scan_size = 0; SET LOCAL max_parallel_workers_per_gather = 2;",
