@@ -243,8 +243,12 @@ mod tests {
                 "{alg}"
             );
         }
-        // HS256 keyed with the RSA public key (the JWK JSON and the raw modulus).
-        for secret in [jwk.to_string().into_bytes(), b64url(b"n").into_bytes()] {
+        // HS256/384/512 keyed with the RSA public key: JWK JSON, PEM, DER.
+        let (pem, der) = {
+            let i = s.issuer.lock().unwrap();
+            (i.signing_key().public_pem(), i.signing_key().public_der())
+        };
+        for secret in [jwk.to_string().into_bytes(), pem.into_bytes(), der] {
             let h = b64url(json!({"alg": "HS256", "kid": kid}).to_string().as_bytes());
             let input = format!("{h}.{claims}");
             let tag = outseta_dev::hmac_sha256(&secret, input.as_bytes());
@@ -260,6 +264,121 @@ mod tests {
             code(&format!("{h}.{claims}.AAAA")).as_deref(),
             Some("key_mismatch")
         );
+    }
+
+    #[pg_test]
+    fn hostile_kids_are_just_unknown() {
+        let _server = start();
+        let long = "k".repeat(10_000);
+        for kid in [
+            "../../etc/passwd",
+            "\"; DROP TABLE x; --",
+            "' OR 1=1 --",
+            "a\nb",
+            long.as_str(),
+        ] {
+            let t = SigningKey::generate(kid).mint(&json!({"exp": now() + 60}));
+            assert_eq!(code(&t).as_deref(), Some("unknown_kid"), "{kid:.20}");
+            let err = Spi::get_one_with_args::<String>(
+                "SELECT (outseta_try_verify($1)).error",
+                &[t.as_str().into()],
+            )
+            .unwrap()
+            .unwrap();
+            assert!(
+                err.len() < 200,
+                "the error message stays short: {} bytes",
+                err.len()
+            );
+            assert!(!err.contains('\n'), "control characters are escaped");
+        }
+    }
+
+    #[pg_test]
+    fn keys_named_by_the_token_are_never_fetched() {
+        let s = start();
+        let attacker = Server::start("127.0.0.1:0", Issuer::new("https://evil.example")).unwrap();
+        let (evil_kid, evil_jwk) = {
+            let i = attacker.issuer.lock().unwrap();
+            (i.signing_key().kid.clone(), i.signing_key().jwk())
+        };
+        let evil = attacker.issuer.lock().unwrap();
+        let claims = json!({"sub": "admin", "exp": now() + 600});
+        for header in [
+            json!({"alg": "RS256", "kid": evil_kid, "jku": attacker.jwks_url()}),
+            json!({"alg": "RS256", "kid": evil_kid, "x5u": attacker.jwks_url()}),
+            json!({"alg": "RS256", "kid": evil_kid, "jwk": evil_jwk}),
+            json!({"alg": "RS256", "jwk": evil_jwk}),
+            json!({"alg": "RS256", "kid": evil_kid, "x5c": ["MIIB"]}),
+        ] {
+            let t = evil.signing_key().mint_with_header(&header, &claims);
+            assert!(!valid(&t), "{header}");
+        }
+        drop(evil);
+        assert_eq!(
+            attacker.hits("/.well-known/jwks"),
+            0,
+            "the attacker's JWKS was never requested"
+        );
+        assert!(s.hits("/.well-known/jwks") >= 1);
+    }
+
+    #[pg_test]
+    fn a_removed_kid_stops_verifying_after_refresh() {
+        let s = start();
+        let old = s.mint(&jane());
+        assert!(valid(&old));
+        s.issuer.lock().unwrap().rotate(false);
+        assert!(valid(&old), "still cached until the keys are refetched");
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT outseta_refresh_jwks()").unwrap(),
+            Some(1)
+        );
+        assert_eq!(code(&old).as_deref(), Some("unknown_kid"));
+        assert!(valid(&s.mint(&jane())));
+    }
+
+    #[pg_test]
+    fn not_found_is_a_fetch_error() {
+        let e = fetch_error(Fault::Status(404));
+        assert!(e.contains("HTTP 404"), "{e}");
+    }
+
+    #[pg_test]
+    fn odd_time_claims() {
+        let s = start();
+        let n = now();
+        let k = s.issuer.lock().unwrap();
+        let mint = |c: Value| k.signing_key().mint(&c);
+        let cases = [
+            (json!({"sub": "x"}), "missing_claim"),
+            (json!({"exp": "9999999999"}), "invalid_claim"),
+            (json!({"exp": null}), "invalid_claim"),
+            (json!({"exp": [n + 60]}), "invalid_claim"),
+            (json!({"exp": n + 60, "nbf": "0"}), "invalid_claim"),
+            (json!({"exp": n + 60, "iat": {"t": 1}}), "invalid_claim"),
+            (json!({"exp": (n - 3600) as f64 + 0.5}), "expired"),
+        ];
+        let tokens: Vec<(String, &str)> =
+            cases.iter().map(|(c, e)| (mint(c.clone()), *e)).collect();
+        drop(k);
+        for (t, expected) in tokens {
+            assert_eq!(code(&t).as_deref(), Some(expected));
+        }
+        // A huge number is out of range for JSON numbers we accept: malformed.
+        let huge = {
+            let i = s.issuer.lock().unwrap();
+            let key = i.signing_key();
+            let h = b64url(
+                json!({"alg": "RS256", "kid": key.kid})
+                    .to_string()
+                    .as_bytes(),
+            );
+            let p = b64url(br#"{"exp": 1e400}"#);
+            let sig = key.sign(format!("{h}.{p}").as_bytes());
+            format!("{h}.{p}.{}", b64url(&sig))
+        };
+        assert_eq!(code(&huge).as_deref(), Some("malformed"));
     }
 
     #[pg_test]

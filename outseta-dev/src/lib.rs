@@ -70,6 +70,30 @@ impl SigningKey {
         })
     }
 
+    /// The public key as X.509 SubjectPublicKeyInfo DER (for HS256-confusion attack tests).
+    pub fn public_der(&self) -> Vec<u8> {
+        self.pair
+            .public_key()
+            .as_der()
+            .expect("SPKI encoding")
+            .as_ref()
+            .to_vec()
+    }
+
+    /// The public key as PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub fn public_pem(&self) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(self.public_der());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         let mut sig = vec![0; self.pair.public_modulus_len()];
         let rng = aws_lc_rs::rand::SystemRandom::new();

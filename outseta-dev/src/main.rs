@@ -1,5 +1,6 @@
 //! Command line of the local Outseta stand-in. See `outseta-dev help`.
 
+use std::io::Write;
 use std::path::Path;
 
 use outseta_dev::{Issuer, Server, SigningKey, TokenRequest};
@@ -17,6 +18,9 @@ USAGE
   outseta-dev token --key-file F --sub PERSON --account ACCOUNT [--issuer URL] [--audience A]
       [--expires-in S] [--email E] [--name N] [--plan P] [--add-on U]... [--not-primary]
       Print one access token signed with the key in F.
+  outseta-dev tokens --key-file F --count N [--people P] [--accounts A] [--issuer URL]
+      Print N lines: id, person uid, account uid, token, tab-separated (for load tests and
+      benchmarks): token i is for person i % P and account i % A.
   outseta-dev jwks --key-file F      Print the public JWKS of the key in F.
   outseta-dev keygen --key-file F    Create an RSA-2048 key (PKCS#8 DER) in F.
 
@@ -110,6 +114,33 @@ fn run(args: &[String]) -> Result<(), String> {
             );
             issuer.audience = flag(args, "--audience").map(String::from);
             println!("{}", issuer.mint(&req));
+            Ok(())
+        }
+        "tokens" => {
+            let key = load_or_create(Some(key_file.ok_or("--key-file is required")?))?;
+            let num = |name: &str, default: u64| -> Result<u64, String> {
+                flag(args, name).map_or(Ok(default), |v| {
+                    v.parse().map_err(|_| format!("{name}: not a number"))
+                })
+            };
+            let (count, people, accounts) = (
+                num("--count", 1)?,
+                num("--people", 1000)?.max(1),
+                num("--accounts", 10)?.max(1),
+            );
+            let issuer = Issuer::with_key(
+                flag(args, "--issuer").unwrap_or("http://127.0.0.1:8787"),
+                key,
+            );
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for i in 0..count {
+                let (p, a) = (
+                    format!("person{:05}", i % people),
+                    format!("acct{:04}", i % accounts),
+                );
+                let t = issuer.mint(&TokenRequest::new(&p, &a));
+                writeln!(out, "{i}\t{p}\t{a}\t{t}").map_err(|e| e.to_string())?;
+            }
             Ok(())
         }
         "jwks" => {
