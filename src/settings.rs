@@ -217,20 +217,25 @@ pub fn register() {
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"outseta_auth".as_ptr()) }
 }
 
-/// A string setting's current value, borrowed from the GUC machinery.
+/// A string setting's current bytes, borrowed from the GUC machinery (no copy).
 ///
 /// The returned slice is valid until that setting is next assigned; callers use it within
 /// one SQL function call, during which nothing assigns settings.
-pub fn borrow_str(s: &'static GucSetting<Option<CString>>) -> &'static str {
+pub fn borrow_bytes(s: &'static GucSetting<Option<CString>>) -> &'static [u8] {
     // SAFETY: `as_ptr` points at the C variable Postgres maintains for this GUC; it holds
     // NULL or a NUL-terminated string that stays allocated until the next assignment.
     let p = unsafe { *s.as_ptr() };
     if p.is_null() {
-        return "";
+        return b"";
     }
     // SAFETY: non-null and NUL-terminated, as above.
-    let c = unsafe { CStr::from_ptr(p) };
-    c.to_str().unwrap_or("")
+    unsafe { CStr::from_ptr(p) }.to_bytes()
+}
+
+/// As [`borrow_bytes`], as text ("" if the value is not UTF-8, which Postgres prevents in
+/// UTF-8 databases).
+pub fn borrow_str(s: &'static GucSetting<Option<CString>>) -> &'static str {
+    std::str::from_utf8(borrow_bytes(s)).unwrap_or("")
 }
 
 /// Build the verification configuration from the current settings.

@@ -24,16 +24,26 @@ thread_local! {
 /// Verify `token` with the per-backend engine. Errors are returned, not raised, so that
 /// no RefCell borrow is held while Postgres unwinds.
 pub(crate) fn verify(token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
+    verify_bytes(token.as_bytes())
+}
+
+fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
     ENGINE.with_borrow_mut(|engine| {
         engine.configure(settings::generation(), settings::build_config)?;
-        engine.verify(token, &HttpFetcher, now())
+        let now = now();
+        if let Some(cached) = engine.cached(token, now) {
+            return cached;
+        }
+        let token = std::str::from_utf8(token)
+            .map_err(|_| AuthError::malformed("the token is not valid UTF-8"))?;
+        engine.verify(token, &HttpFetcher, now)
     })
 }
 
 /// The verified token of the current request: `None` when there is none, an ERROR when
 /// there is one and it fails verification.
 fn current() -> Option<Arc<VerifiedToken>> {
-    with_current_token(|t| t.map(verify).transpose())
+    with_current_token(|t| t.map(verify_bytes).transpose())
         .and_then(|r| r)
         .or_raise()
 }

@@ -12,7 +12,7 @@ use outseta_auth_core::AuthError;
 use pgrx::pg_sys;
 use serde_json::Value;
 
-use crate::settings::{self, borrow_str};
+use crate::settings::{self, borrow_bytes, borrow_str};
 
 /// Parsed JSON text settings are cached by their raw text, so a per-row accessor compares
 /// bytes instead of parsing JSON.
@@ -73,13 +73,14 @@ fn other_setting(name: &CStr) -> &'static str {
     unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("")
 }
 
-/// Call `f` with the current token (None when no source has one).
-pub fn with_current_token<R>(f: impl FnOnce(Option<&str>) -> R) -> Result<R, AuthError> {
+/// Call `f` with the current token's bytes (None when no source has one). Bytes, because
+/// the per-row path compares them with the last verified token without validating UTF-8.
+pub fn with_current_token<R>(f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, AuthError> {
     let sources = borrow_str(&settings::TOKEN_SOURCES);
     for name in sources.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match name {
             "setting" => {
-                let t = borrow_str(&settings::TOKEN).trim();
+                let t = borrow_bytes(&settings::TOKEN).trim_ascii();
                 if !t.is_empty() {
                     return Ok(f(Some(t)));
                 }
@@ -93,7 +94,7 @@ pub fn with_current_token<R>(f: impl FnOnce(Option<&str>) -> R) -> Result<R, Aut
                 let found =
                     COOKIES.with_borrow_mut(|c| c.pick(raw, cookie, false).map(String::from));
                 if let Some(t) = found {
-                    return Ok(f(Some(&t)));
+                    return Ok(f(Some(t.as_bytes())));
                 }
             }
             "header" => {
@@ -109,7 +110,7 @@ pub fn with_current_token<R>(f: impl FnOnce(Option<&str>) -> R) -> Result<R, Aut
                 let found =
                     HEADERS.with_borrow_mut(|c| c.pick(raw, &lower, true).map(String::from));
                 if let Some(t) = found {
-                    return Ok(f(Some(&t)));
+                    return Ok(f(Some(t.as_bytes())));
                 }
             }
             other => {

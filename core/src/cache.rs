@@ -129,7 +129,7 @@ impl TokenCache {
 #[derive(Default)]
 pub struct Engine {
     generation: Option<u64>,
-    config: Option<Config>,
+    config: Option<Arc<Config>>,
     /// The last token verified, byte for byte, and its result.
     last: Option<(Box<str>, Arc<VerifiedToken>)>,
     tokens: TokenCache,
@@ -156,15 +156,38 @@ impl Engine {
             if !self.config.as_ref().is_some_and(|old| old.same_trust(&cfg)) {
                 self.forget_tokens();
             }
-            self.config = Some(cfg);
+            self.config = Some(Arc::new(cfg));
             self.generation = Some(generation);
         }
-        Ok(self.config.as_ref().expect("set above"))
+        Ok(self.config.as_deref().expect("set above"))
     }
 
     pub fn forget_tokens(&mut self) {
         self.tokens.clear();
         self.last = None;
+    }
+
+    /// The cached verdict for `token`, if any, with `exp`/`nbf` re-checked against `now`.
+    ///
+    /// This is the per-row path of the accessors: the last token is compared byte for byte
+    /// (no hashing, no UTF-8 validation); other cached tokens cost one hash lookup.
+    pub fn cached(
+        &mut self,
+        token: &[u8],
+        now: f64,
+    ) -> Option<Result<Arc<VerifiedToken>, AuthError>> {
+        let leeway = self.config.as_ref()?.policy.leeway;
+        if let Some((last, v)) = &self.last {
+            if last.as_bytes() == token {
+                self.hits += 1;
+                return Some(v.check_times(now, leeway).map(|_| v.clone()));
+            }
+        }
+        let token = std::str::from_utf8(token).ok()?;
+        let v = self.tokens.get(token)?.clone();
+        self.hits += 1;
+        self.last = Some((token.into(), v.clone()));
+        Some(v.check_times(now, leeway).map(|_| v))
     }
 
     /// Verify `token` under the current configuration (call [`Engine::configure`] first).
@@ -174,25 +197,13 @@ impl Engine {
         fetcher: &dyn Fetcher,
         now: f64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
+        if let Some(cached) = self.cached(token.as_bytes(), now) {
+            return cached;
+        }
         let cfg = self
             .config
             .clone()
             .ok_or_else(|| AuthError::config("outseta_auth", "the verifier is not configured"))?;
-        let leeway = cfg.policy.leeway;
-        if let Some((last, v)) = &self.last {
-            if **last == *token {
-                v.check_times(now, leeway)?;
-                self.hits += 1;
-                return Ok(v.clone());
-            }
-        }
-        if let Some(v) = self.tokens.get(token) {
-            let v = v.clone();
-            v.check_times(now, leeway)?;
-            self.hits += 1;
-            self.last = Some((token.into(), v.clone()));
-            return Ok(v);
-        }
         self.misses += 1;
 
         // Parse before any key lookup: garbage never causes network traffic.

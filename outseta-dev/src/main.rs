@@ -138,7 +138,11 @@ fn run(args: &[String]) -> Result<(), String> {
                     format!("person{:05}", i % people),
                     format!("acct{:04}", i % accounts),
                 );
-                let t = issuer.mint(&TokenRequest::new(&p, &a));
+                let mut req = TokenRequest::new(&p, &a);
+                // A jti makes every token distinct even when minted in the same second.
+                req.extra
+                    .insert("jti".into(), serde_json::json!(format!("t{i}")));
+                let t = issuer.mint(&req);
                 writeln!(out, "{i}\t{p}\t{a}\t{t}").map_err(|e| e.to_string())?;
             }
             Ok(())
