@@ -6,9 +6,14 @@ use std::sync::Arc;
 use outseta_auth_core::claims::now;
 use outseta_auth_core::fetch::HttpFetcher;
 use outseta_auth_core::{AuthError, Engine, VerifiedToken};
+use pgrx::callconv::{BoxRet, FcInfo};
+use pgrx::datum::Datum;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pgrx_sql_entity_graph::metadata::{
+    ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
+};
 use pgrx::prelude::*;
-use pgrx::{JsonB, PgLogLevel, PgSqlErrorCode};
+use pgrx::{IntoDatum, JsonB, PgLogLevel, PgSqlErrorCode};
 use serde_json::Value;
 
 use crate::errors::{raise, OrRaise};
@@ -48,8 +53,48 @@ fn current() -> Option<Arc<VerifiedToken>> {
         .or_raise()
 }
 
-fn to_jsonb(claims: &serde_json::Map<String, Value>) -> JsonB {
-    JsonB(Value::Object(claims.clone()))
+/// `jsonb` built by Postgres' own `jsonb_in` straight from JSON text, without the serde
+/// round trip `pgrx::JsonB` makes (Value -> String -> jsonb).
+pub struct RawJsonb(String);
+
+impl IntoDatum for RawJsonb {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        // JSON text accepted by serde_json contains no NUL byte (control characters must be
+        // escaped in JSON), so this cannot fail.
+        let text = std::ffi::CString::new(self.0).expect("JSON text has no NUL byte");
+        // SAFETY: jsonb_in takes one cstring argument; `text` outlives the call.
+        unsafe {
+            pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())])
+        }
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+// SAFETY: RawJsonb is returned as the SQL type jsonb, which into_datum produces.
+unsafe impl SqlTranslatable for RawJsonb {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(RawJsonb);
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+}
+
+// SAFETY: the same packaging pgrx uses for its own IntoDatum types (e.g. JsonB).
+unsafe impl BoxRet for RawJsonb {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
+        match self.into_datum() {
+            // SAFETY: a jsonb datum allocated in the current memory context.
+            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
+            None => fcinfo.return_null(),
+        }
+    }
+}
+
+fn claims_jsonb(v: &VerifiedToken) -> RawJsonb {
+    RawJsonb(v.payload_json.clone())
 }
 
 /// The extension's version.
@@ -60,8 +105,8 @@ fn outseta_auth_version() -> &'static str {
 
 /// Verify a token and return its claims; raises on any failure.
 #[pg_extern(stable, parallel_safe)]
-fn outseta_verify(token: &str) -> JsonB {
-    to_jsonb(&verify(token).or_raise().claims)
+fn outseta_verify(token: &str) -> RawJsonb {
+    claims_jsonb(&verify(token).or_raise())
 }
 
 extension_sql!(
@@ -90,7 +135,7 @@ fn outseta_try_verify(
     let filled = match result {
         Ok(v) => row
             .set_by_name("valid", true)
-            .and_then(|_| row.set_by_name("claims", to_jsonb(&v.claims))),
+            .and_then(|_| row.set_by_name("claims", claims_jsonb(&v))),
         Err(e) => row
             .set_by_name("valid", false)
             .and_then(|_| row.set_by_name("error_code", e.code()))
@@ -103,12 +148,12 @@ fn outseta_try_verify(
 /// Verify `token` and make it the current token for the rest of the transaction.
 /// An empty string clears the token and returns NULL.
 #[pg_extern(volatile, parallel_unsafe)]
-fn outseta_authenticate(token: &str) -> Option<JsonB> {
+fn outseta_authenticate(token: &str) -> Option<RawJsonb> {
     let token = token.trim();
     let claims = if token.is_empty() {
         None
     } else {
-        Some(to_jsonb(&verify(token).or_raise().claims))
+        Some(claims_jsonb(&verify(token).or_raise()))
     };
     let value = std::ffi::CString::new(token)
         .unwrap_or_else(|_| raise(&AuthError::malformed("the token contains a NUL byte")));
@@ -131,8 +176,8 @@ fn outseta_authenticate(token: &str) -> Option<JsonB> {
 
 /// All claims of the current token, or NULL without one.
 #[pg_extern(stable, parallel_safe)]
-fn outseta_claims() -> Option<JsonB> {
-    current().map(|v| to_jsonb(&v.claims))
+fn outseta_claims() -> Option<RawJsonb> {
+    current().map(|v| claims_jsonb(&v))
 }
 
 /// One claim of the current token, as jsonb.

@@ -10,6 +10,9 @@ use crate::policy::Policy;
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedToken {
     pub claims: Map<String, Value>,
+    /// The payload exactly as signed (JSON text): handed to Postgres' `jsonb_in` as is,
+    /// which is cheaper than re-serializing `claims` and keeps numbers exact.
+    pub payload_json: String,
     pub exp: f64,
     pub nbf: Option<f64>,
     pub sub: Option<String>,
@@ -95,6 +98,8 @@ pub fn check(payload: &[u8], policy: &Policy, now: f64) -> Result<VerifiedToken,
 
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(String::from);
     Ok(VerifiedToken {
+        // serde_json accepted it, so it is UTF-8.
+        payload_json: String::from_utf8_lossy(payload).into_owned(),
         exp,
         nbf,
         sub: text("sub"),
