@@ -32,7 +32,7 @@ pub fn fixture() -> &'static Fixture {
         let port = env_port("OUTSETA_E2E_PGPORT");
         let server = Server::start("127.0.0.1:0", Issuer::new(ISSUER)).expect("outseta-dev");
         let mut su = connect_as(port, "postgres", "postgres");
-        su.batch_execute(&format!("DROP DATABASE IF EXISTS {DB}")).unwrap();
+        su.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)")).unwrap();
         su.batch_execute(&format!("CREATE DATABASE {DB}")).unwrap();
         let mut db = connect_as(port, "postgres", DB);
         let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../sql/examples/");

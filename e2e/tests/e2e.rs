@@ -412,3 +412,66 @@ fn pgbouncer_transaction_pooling_never_mixes_people() {
         backends.len()
     );
 }
+
+#[test]
+fn verification_writes_nothing_read_only_and_hot_standby() {
+    // Read-only transaction on the primary.
+    let mut c = app();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SET TRANSACTION READ ONLY").unwrap();
+    tx.execute(
+        "SELECT set_config('outseta_auth.token', $1, true)",
+        &[&token(JANE, ACME)],
+    )
+    .unwrap();
+    let n: i64 = tx
+        .query_one("SELECT count(*) FROM todos", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    tx.commit().unwrap();
+
+    // A streaming replica (scripts/e2e starts it): wait until the test database arrived.
+    let port: u16 = std::env::var("OUTSETA_E2E_REPLICA_PORT")
+        .expect("OUTSETA_E2E_REPLICA_PORT is not set: run through scripts/e2e")
+        .parse()
+        .unwrap();
+    let mut replica = None;
+    for _ in 0..100 {
+        if let Ok(c) = postgres::Client::connect(
+            &format!("host=127.0.0.1 port={port} user=outseta_app dbname={DB}"),
+            postgres::NoTls,
+        ) {
+            replica = Some(c);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut r = replica.expect("the standby never had the test database");
+    let standby: bool = r
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .unwrap()
+        .get(0);
+    assert!(standby, "connected to a hot standby");
+    // The schema may still be replaying; retry briefly.
+    let mut rows = None;
+    for _ in 0..100 {
+        match texts_with(
+            &mut r,
+            &token(BOB, GLOBEX),
+            "SELECT title FROM todos ORDER BY id",
+        ) {
+            Ok(v) if !v.is_empty() => {
+                rows = Some(v);
+                break;
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    assert_eq!(
+        rows.expect("RLS read on the standby"),
+        ["Bob: file expenses"]
+    );
+    let e = texts_with(&mut r, "x.y.z", "SELECT title FROM todos").unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+}
