@@ -28,6 +28,7 @@ install_extension() {
 }
 
 # cluster_start DIR PORT [extra postgresql.conf lines...]: a new cluster in DIR.
+# PRELOAD=no leaves outseta_auth out of shared_preload_libraries (loaded on first use).
 cluster_start() {
   local dir=$1 port=$2; shift 2
   rm -rf "$dir"
@@ -39,7 +40,7 @@ cluster_start() {
     echo "port = $port"
     echo "unix_socket_directories = '$dir'"
     echo "logging_collector = off"
-    echo "shared_preload_libraries = 'outseta_auth'"
+    [ "${PRELOAD:-yes}" = no ] || echo "shared_preload_libraries = 'outseta_auth'"
     for line in "$@"; do echo "$line"; done
   } | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
   as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null

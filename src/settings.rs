@@ -109,7 +109,7 @@ pub fn register() {
         c"Use SET LOCAL or set_config('outseta_auth.token', token, true). Empty means no token.",
         &TOKEN,
         GucContext::Userset,
-        GucFlags::NOT_WHILE_SEC_REST,
+        GucFlags::default(),
     );
     su_string(
         c"outseta_auth.domain",

@@ -265,6 +265,9 @@ fn postgrest_contract_cookie_and_header() {
 #[test]
 fn the_application_role_cannot_touch_trust_settings() {
     let mut c = app();
+    // Load the library in this session (the cluster does not preload it; before loading,
+    // names are placeholders: see trust_settings_set_before_the_library_loads_are_discarded).
+    c.batch_execute("SELECT outseta_auth_version()").unwrap();
     for setting in [
         "outseta_auth.domain",
         "outseta_auth.jwks_url",
@@ -474,4 +477,54 @@ fn verification_writes_nothing_read_only_and_hot_standby() {
     );
     let e = texts_with(&mut r, "x.y.z", "SELECT title FROM todos").unwrap_err();
     assert_eq!(sqlstate(&e), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+}
+
+#[test]
+fn trust_settings_set_before_the_library_loads_are_discarded() {
+    // The cluster does not preload the library: in a new session it loads on first use.
+    // Before that, `outseta_auth.*` names are mere placeholders that anyone may set; when the
+    // library defines them, Postgres re-applies such values with the privileges of the role
+    // that set them, so an ordinary role's attempt is discarded (with a WARNING).
+    let mut c = app();
+    let loaded: bool = c
+        .query_one(
+            "SELECT count(*) > 0 FROM pg_settings WHERE name = 'outseta_auth.jwks'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        !loaded,
+        "the library was already loaded; this test needs a fresh session"
+    );
+    let evil = outseta_dev::SigningKey::generate("evil");
+    let jwks = serde_json::json!({"keys": [evil.jwk()]}).to_string();
+    c.batch_execute(&format!(
+        "SET outseta_auth.jwks = '{jwks}'; SET outseta_auth.algorithms = 'RS256,PS256'"
+    ))
+    .unwrap();
+    let _: String = c
+        .query_one("SELECT outseta_auth_version()", &[])
+        .unwrap()
+        .get(0);
+    let row = c
+        .query_one("SELECT current_setting('outseta_auth.jwks'), current_setting('outseta_auth.algorithms')", &[])
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "",
+        "the ordinary role's JWKS was discarded"
+    );
+    assert_eq!(row.get::<_, String>(1), "RS256");
+    let forged = evil.mint(&serde_json::json!({"sub": JANE, "exp": 9_999_999_999u64}));
+    let e = texts_with(&mut c, &forged, "SELECT title FROM todos").unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+    // Superuser-set database defaults still apply.
+    let ok = texts_with(
+        &mut c,
+        &token(JANE, ACME),
+        "SELECT title FROM todos ORDER BY id",
+    )
+    .unwrap();
+    assert_eq!(ok.len(), 2);
 }
