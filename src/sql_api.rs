@@ -33,16 +33,26 @@ pub(crate) fn verify(token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
 }
 
 fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
-    ENGINE.with_borrow_mut(|engine| {
-        engine.configure(settings::generation(), settings::build_config)?;
+    let (result, missed) = ENGINE.with_borrow_mut(|engine| {
+        if let Err(e) = engine.configure(settings::generation(), settings::build_config) {
+            return (Err(e), false);
+        }
         let now = now();
         if let Some(cached) = engine.cached(token, now) {
-            return cached;
+            return (cached, false);
         }
-        let token = std::str::from_utf8(token)
-            .map_err(|_| AuthError::malformed("the token is not valid UTF-8"))?;
-        engine.verify(token, &HttpFetcher, now)
-    })
+        let result = match std::str::from_utf8(token) {
+            Ok(token) => engine.verify(token, &HttpFetcher, now),
+            Err(_) => Err(AuthError::malformed("the token is not valid UTF-8")),
+        };
+        (result, true)
+    });
+    if missed {
+        // A miss may have waited on the network (up to outseta_auth.http_timeout): honour a
+        // query cancel or statement_timeout that arrived meanwhile before going on.
+        pgrx::check_for_interrupts!();
+    }
+    result
 }
 
 /// The verified token of the current request: `None` when there is none, an ERROR when

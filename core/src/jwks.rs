@@ -276,6 +276,12 @@ fn rsa_key(obj: &Map<String, Value>) -> Result<(KeyFamily, usize, DecodingKey), 
     if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b & 1 == 0) || e == [1] {
         return Err("RSA public exponent is unusable (must be odd, >= 3, at most 32 bits)".into());
     }
+    if has_roca_fingerprint(n) {
+        return Err(
+            "RSA modulus has the ROCA weakness (CVE-2017-15361): its private key can be computed"
+                .into(),
+        );
+    }
     Ok((
         KeyFamily::Rsa,
         bits,
@@ -316,6 +322,28 @@ fn okp_key(obj: &Map<String, Value>) -> Result<(KeyFamily, usize, DecodingKey), 
     let key = DecodingKey::from_ed_components(member(obj, "x")?)
         .map_err(|_| "invalid Ed25519 key".to_string())?;
     Ok((KeyFamily::Ed25519, 256, key))
+}
+
+/// The ROCA fingerprint (Nemec et al., CCS 2017): moduli from the affected Infineon library
+/// are, modulo each small prime p below, a power of 65537. A random modulus passes all of
+/// these tests with negligible probability.
+pub fn has_roca_fingerprint(n: &[u8]) -> bool {
+    const PRIMES: [u32; 38] = [
+        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89,
+        97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
+    ];
+    PRIMES.iter().all(|&p| {
+        let r = n.iter().fold(0u32, |acc, &b| (acc * 256 + b as u32) % p);
+        let g = 65537 % p;
+        let mut x = 1u32;
+        for _ in 0..p {
+            if x == r {
+                return true;
+            }
+            x = x * g % p;
+        }
+        false
+    })
 }
 
 fn strip_leading_zeros(b: &[u8]) -> &[u8] {
@@ -387,6 +415,15 @@ mod tests {
         k["n"] = json!(b64::encode(&n));
         let err = parse(json!({"keys": [k]})).unwrap_err();
         assert!(err.contains("1024 bits"), "{err}");
+    }
+
+    #[test]
+    fn generated_keys_have_no_roca_fingerprint() {
+        for i in 0..8 {
+            let k = rsa_jwk(&format!("k{i}"));
+            let n = b64::decode(k["n"].as_str().unwrap()).unwrap();
+            assert!(!has_roca_fingerprint(&n));
+        }
     }
 
     #[test]

@@ -528,3 +528,57 @@ fn trust_settings_set_before_the_library_loads_are_discarded() {
     .unwrap();
     assert_eq!(ok.len(), 2);
 }
+
+#[test]
+fn a_slow_jwks_server_is_bounded_and_cancel_still_works() {
+    use std::time::{Duration, Instant};
+    let slow = outseta_dev::Server::start("127.0.0.1:0", outseta_dev::Issuer::new(ISSUER)).unwrap();
+    slow.set_fault(outseta_dev::Fault::Slow(Duration::from_secs(3)));
+    let t = slow.mint(&TokenRequest::new(JANE, ACME));
+    let mut su = superuser();
+    su.batch_execute(&format!(
+        "SET outseta_auth.jwks_url = '{}'; SET outseta_auth.http_timeout = '500ms';
+         SET outseta_auth.jwks_refresh_min_interval = 0",
+        slow.jwks_url()
+    ))
+    .unwrap();
+
+    // Bounded by the timeout, with a clear error; the backend stays usable.
+    let started = Instant::now();
+    let e = su
+        .query_one("SELECT outseta_verify($1)", &[&t])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::SYSTEM_ERROR, "{e}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .detail()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        started.elapsed()
+    );
+    let one: i32 = su.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
+
+    // statement_timeout fires while the fetch waits: the query is canceled right after it.
+    su.batch_execute("SET outseta_auth.http_timeout = '2s'; SET statement_timeout = '300ms'")
+        .unwrap();
+    let started = Instant::now();
+    let e = su
+        .query_one("SELECT outseta_verify($1)", &[&t])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::QUERY_CANCELED, "{e}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2800),
+        "took {:?}",
+        started.elapsed()
+    );
+    su.batch_execute("RESET statement_timeout").unwrap();
+    let one: i32 = su.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
+}
