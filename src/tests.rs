@@ -382,6 +382,43 @@ mod tests {
     }
 
     #[pg_test]
+    fn cache_control_max_age_is_honoured_and_clamped() {
+        let s = start();
+        sql("SET outseta_auth.jwks_cache_ttl = 3600");
+        s.issuer.lock().unwrap().max_age = Some(1);
+        assert!(valid(&s.mint(&jane())));
+        std::thread::sleep(Duration::from_millis(1100));
+        let mut other = jane();
+        other.sub = "other".into();
+        assert!(valid(&s.mint(&other)));
+        assert_eq!(s.hits("/.well-known/jwks"), 2, "max-age=1 beat the 1 h TTL");
+
+        s.issuer.lock().unwrap().max_age = Some(10_000_000);
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT outseta_refresh_jwks()").unwrap(),
+            Some(1)
+        );
+        let ttl = Spi::get_one::<f64>(
+            "SELECT extract(epoch FROM expires_at - fetched_at)::float8 FROM outseta_jwks_status()",
+        )
+        .unwrap()
+        .unwrap();
+        assert!((ttl - 86_400.0).abs() < 1.0, "clamped to 24 h, got {ttl}");
+    }
+
+    #[pg_test]
+    fn domain_becomes_the_well_known_https_url() {
+        sql("SET outseta_auth.domain = 'myapp.outseta.com'");
+        assert_eq!(
+            text("SELECT source FROM outseta_jwks_status()").as_deref(),
+            Some("https://myapp.outseta.com/.well-known/jwks")
+        );
+        sql("SET outseta_auth.domain = 'https://myapp.outseta.com/'");
+        let t = SigningKey::generate("k").mint(&json!({"exp": now() + 60}));
+        assert_eq!(code(&t).as_deref(), Some("config_error"));
+    }
+
+    #[pg_test]
     fn wrong_key_and_unknown_kid() {
         let s = start();
         let kid = s.issuer.lock().unwrap().signing_key().kid.clone();
