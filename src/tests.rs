@@ -339,6 +339,59 @@ mod tests {
     }
 
     #[pg_test]
+    fn every_fetch_fault_keeps_cached_keys_working() {
+        let s = start();
+        sql("SET outseta_auth.http_timeout = 300");
+        let faults = [
+            Fault::Status(500),
+            Fault::Status(404),
+            Fault::Body("{not json".into()),
+            Fault::Body(r#"{"keys": []}"#.into()),
+            Fault::Oversize(200 * 1024),
+            Fault::Redirect("http://127.0.0.1:9/".into()),
+            Fault::Slow(Duration::from_secs(2)),
+            Fault::Hangup,
+        ];
+        assert!(valid(&s.mint(&jane())), "keys cached before the faults");
+        for (i, fault) in faults.into_iter().enumerate() {
+            s.set_fault(fault.clone());
+            // A forced refetch fails, but the cached keys stay in use (stale-if-error).
+            assert_eq!(
+                Spi::get_one::<i32>("SELECT outseta_refresh_jwks()").unwrap(),
+                Some(1),
+                "{fault:?}"
+            );
+            let err = text("SELECT last_error FROM outseta_jwks_status()");
+            assert!(err.is_some(), "{fault:?}: the failure is recorded");
+            let mut r = jane();
+            r.sub = format!("person-{i}");
+            assert!(
+                valid(&s.mint(&r)),
+                "{fault:?}: a new valid token still verifies"
+            );
+        }
+        s.set_fault(Fault::None);
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT outseta_refresh_jwks()").unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            text("SELECT last_error FROM outseta_jwks_status()"),
+            None,
+            "recovered"
+        );
+    }
+
+    #[pg_test]
+    fn a_one_megabyte_token_is_refused_quickly() {
+        start();
+        let big = format!("{}.{}.{}", "a".repeat(1 << 20), "b", "c");
+        let started = std::time::Instant::now();
+        assert_eq!(code(&big).as_deref(), Some("too_large"));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[pg_test]
     fn not_found_is_a_fetch_error() {
         let e = fetch_error(Fault::Status(404));
         assert!(e.contains("HTTP 404"), "{e}");
