@@ -12,8 +12,7 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use outseta_auth_core::cache::limits_ms;
-use outseta_auth_core::fetch::domain_url;
+use outseta_auth_core::fetch::{domain_url, FetchLimits};
 use outseta_auth_core::{AuthError, Config, KeySource, Policy};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
@@ -265,6 +264,6 @@ pub fn build_config() -> Result<Config, AuthError> {
         )?,
         ttl: CACHE_TTL.get().max(1) as u64,
         min_interval: REFRESH_MIN_INTERVAL.get().max(0) as u64,
-        limits: limits_ms(HTTP_TIMEOUT.get() as u64, HTTP_CONNECT_TIMEOUT.get() as u64),
+        limits: FetchLimits::from_ms(HTTP_TIMEOUT.get() as u64, HTTP_CONNECT_TIMEOUT.get() as u64),
     })
 }

@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
-use outseta_auth_core::cache::{limits_ms, Config, Engine, KeySource};
+use outseta_auth_core::cache::{Config, Engine, KeySource};
 use outseta_auth_core::fetch::{FetchLimits, Fetched, Fetcher};
 use outseta_auth_core::jwks::KeySet;
 use outseta_auth_core::policy::Policy;
@@ -82,7 +82,7 @@ fn main() {
         policy: policy.clone(),
         ttl: 300,
         min_interval: 30,
-        limits: limits_ms(5000, 2000),
+        limits: FetchLimits::from_ms(5000, 2000),
     };
     let mut engine = Engine::new();
     engine.configure(1, || Ok(cfg.clone())).unwrap();

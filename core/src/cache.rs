@@ -12,7 +12,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::claims::{self, VerifiedToken};
 use crate::error::AuthError;
@@ -197,9 +196,20 @@ impl Engine {
         fetcher: &dyn Fetcher,
         now: f64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
-        if let Some(cached) = self.cached(token.as_bytes(), now) {
-            return cached;
+        match self.cached(token.as_bytes(), now) {
+            Some(cached) => cached,
+            None => self.verify_uncached(token, fetcher, now),
         }
+    }
+
+    /// Full verification of a token that [`Engine::cached`] just missed; the result is
+    /// cached. Callers that already asked `cached` use this to avoid a second lookup.
+    pub fn verify_uncached(
+        &mut self,
+        token: &str,
+        fetcher: &dyn Fetcher,
+        now: f64,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
         let cfg = self
             .config
             .clone()
@@ -394,13 +404,5 @@ impl Engine {
                 }
             }
         }
-    }
-}
-
-/// Convenience for the SQL layer and tests: limits from milliseconds.
-pub fn limits_ms(total_ms: u64, connect_ms: u64) -> FetchLimits {
-    FetchLimits {
-        total: Duration::from_millis(total_ms),
-        connect: Duration::from_millis(connect_ms),
     }
 }

@@ -16,6 +16,15 @@ pub struct FetchLimits {
     pub connect: Duration,
 }
 
+impl FetchLimits {
+    pub fn from_ms(total_ms: u64, connect_ms: u64) -> Self {
+        FetchLimits {
+            total: Duration::from_millis(total_ms),
+            connect: Duration::from_millis(connect_ms),
+        }
+    }
+}
+
 impl Default for FetchLimits {
     fn default() -> Self {
         FetchLimits {

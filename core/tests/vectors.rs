@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use outseta_auth_core::cache::{limits_ms, Config, Engine, KeySource};
+use outseta_auth_core::cache::{Config, Engine, KeySource};
 use outseta_auth_core::fetch::{FetchLimits, Fetched, Fetcher};
 use outseta_auth_core::jwks::KeySet;
 use outseta_auth_core::policy::{Policy, ALL_ALGS};
@@ -200,7 +200,7 @@ fn rfc7515_a2_signature_verifies_but_token_is_expired() {
                 policy: Policy::default(),
                 ttl: 300,
                 min_interval: 30,
-                limits: limits_ms(5000, 2000),
+                limits: FetchLimits::from_ms(5000, 2000),
             })
         })
         .unwrap();
