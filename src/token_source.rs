@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::ffi::CStr;
+use std::rc::Rc;
 
 use outseta_auth_core::AuthError;
 use pgrx::pg_sys;
@@ -14,37 +15,37 @@ use serde_json::Value;
 
 use crate::settings::{self, borrow_bytes, borrow_str};
 
-/// Parsed JSON text settings are cached by their raw text, so a per-row accessor compares
-/// bytes instead of parsing JSON.
+/// A token picked out of a JSON text setting (`request.cookies` / `request.headers`),
+/// cached by that text and the key, so a per-row accessor compares bytes instead of parsing
+/// JSON, and gets the token without copying it.
 #[derive(Default)]
 struct JsonPick {
     raw: String,
     key: String,
-    picked: Option<String>,
+    picked: Option<Rc<str>>,
 }
 
 impl JsonPick {
-    fn pick(&mut self, raw: &str, key: &str, strip_bearer: bool) -> Option<&str> {
+    /// `key` is matched in lower case (PostgREST lower-cases header names).
+    fn pick(&mut self, raw: &str, key: &str, strip_bearer: bool) -> Option<Rc<str>> {
         if self.raw != raw || self.key != key {
             self.raw = raw.to_string();
             self.key = key.to_string();
+            let lookup = key.to_ascii_lowercase();
             self.picked = serde_json::from_str::<Value>(raw)
                 .ok()
-                .and_then(|v| {
-                    v.get(key)
-                        .and_then(Value::as_str)
-                        .map(str::trim)
-                        .map(String::from)
-                })
+                .and_then(|v| v.get(&lookup).and_then(Value::as_str).map(String::from))
                 .map(|t| {
-                    if strip_bearer {
-                        strip_bearer_prefix(&t).to_string()
+                    let t = t.trim();
+                    Rc::from(if strip_bearer {
+                        strip_bearer_prefix(t)
                     } else {
                         t
-                    }
-                });
+                    })
+                })
+                .filter(|t: &Rc<str>| !t.is_empty());
         }
-        self.picked.as_deref().filter(|t| !t.is_empty())
+        self.picked.clone()
     }
 }
 
@@ -73,6 +74,19 @@ fn other_setting(name: &CStr) -> &'static str {
     unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("")
 }
 
+fn from_json_setting(
+    cell: &'static std::thread::LocalKey<RefCell<JsonPick>>,
+    setting: &CStr,
+    key: &str,
+    strip_bearer: bool,
+) -> Option<Rc<str>> {
+    let raw = other_setting(setting);
+    if raw.is_empty() {
+        return None;
+    }
+    cell.with_borrow_mut(|c| c.pick(raw, key, strip_bearer))
+}
+
 /// Call `f` with the current token's bytes (None when no source has one). Bytes, because
 /// the per-row path compares them with the last verified token without validating UTF-8.
 pub fn with_current_token<R>(f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, AuthError> {
@@ -86,14 +100,8 @@ pub fn with_current_token<R>(f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, Au
                 }
             }
             "cookie" => {
-                let raw = other_setting(c"request.cookies");
-                if raw.is_empty() {
-                    continue;
-                }
                 let cookie = borrow_str(&settings::TOKEN_COOKIE);
-                let found =
-                    COOKIES.with_borrow_mut(|c| c.pick(raw, cookie, false).map(String::from));
-                if let Some(t) = found {
+                if let Some(t) = from_json_setting(&COOKIES, c"request.cookies", cookie, false) {
                     return Ok(f(Some(t.as_bytes())));
                 }
             }
@@ -102,14 +110,7 @@ pub fn with_current_token<R>(f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, Au
                 if header.is_empty() {
                     continue;
                 }
-                let raw = other_setting(c"request.headers");
-                if raw.is_empty() {
-                    continue;
-                }
-                let lower = header.to_ascii_lowercase();
-                let found =
-                    HEADERS.with_borrow_mut(|c| c.pick(raw, &lower, true).map(String::from));
-                if let Some(t) = found {
+                if let Some(t) = from_json_setting(&HEADERS, c"request.headers", header, true) {
                     return Ok(f(Some(t.as_bytes())));
                 }
             }
