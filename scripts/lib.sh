@@ -9,10 +9,6 @@ as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
-}
-
 # install_extension [--release]: build and install outseta_auth into the system PostgreSQL.
 install_extension() {
   local sudo_flag=()

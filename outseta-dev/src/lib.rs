@@ -263,6 +263,18 @@ impl Fault {
     }
 }
 
+/// `token` with its payload replaced by `payload` and the original header and signature
+/// kept: the classic tampering attempt, for tests.
+pub fn with_payload(token: &str, payload: &[u8]) -> String {
+    let mut parts = token.splitn(3, '.');
+    let (h, _, sig) = (
+        parts.next().unwrap_or(""),
+        parts.next(),
+        parts.next().unwrap_or(""),
+    );
+    format!("{h}.{}.{sig}", b64url(payload))
+}
+
 /// HMAC-SHA256, for forging `HS256` tokens keyed with public key material in attack tests.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
     let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
