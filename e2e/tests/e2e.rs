@@ -37,34 +37,27 @@ fn sqlstate(e: &postgres::Error) -> SqlState {
 #[test]
 fn people_see_only_their_own_rows() {
     let mut c = app();
-    let jane = texts_with(
-        &mut c,
-        &token(JANE, ACME),
-        "SELECT title FROM todos ORDER BY id",
-    )
-    .unwrap();
-    assert_eq!(jane, ["Jane: renew passport", "Jane: book dentist"]);
-    let bob = texts_with(
-        &mut c,
-        &token(BOB, GLOBEX),
-        "SELECT title FROM todos ORDER BY id",
-    )
-    .unwrap();
-    assert_eq!(bob, ["Bob: file expenses"]);
-    let acme = texts_with(
-        &mut c,
-        &token(JANE, ACME),
-        "SELECT title FROM documents ORDER BY id",
-    )
-    .unwrap();
-    assert_eq!(acme, ["Acme roadmap"]);
-    let globex = texts_with(
-        &mut c,
-        &token(JANE, GLOBEX),
-        "SELECT title FROM documents ORDER BY id",
-    )
-    .unwrap();
-    assert_eq!(globex, ["Globex budget", "Globex hiring plan"]);
+    let cases: [(&str, &str, &str, &[&str]); 4] = [
+        (
+            JANE,
+            ACME,
+            "todos",
+            &["Jane: renew passport", "Jane: book dentist"],
+        ),
+        (BOB, GLOBEX, "todos", &["Bob: file expenses"]),
+        (JANE, ACME, "documents", &["Acme roadmap"]),
+        (
+            JANE,
+            GLOBEX,
+            "documents",
+            &["Globex budget", "Globex hiring plan"],
+        ),
+    ];
+    for (person, account, table, expected) in cases {
+        let sql = format!("SELECT title FROM {table} ORDER BY id");
+        let seen = texts_with(&mut c, &token(person, account), &sql).unwrap();
+        assert_eq!(seen, expected, "{person} in {account} reading {table}");
+    }
 }
 
 #[test]
