@@ -26,22 +26,23 @@ struct JsonPick {
 }
 
 impl JsonPick {
-    /// `key` is matched in lower case (PostgREST lower-cases header names).
-    fn pick(&mut self, raw: &str, key: &str, strip_bearer: bool) -> Option<Rc<str>> {
+    /// For a header (`is_header`), the name is matched in lower case (PostgREST lower-cases
+    /// header names) and a `Bearer ` prefix is stripped; cookie names are matched exactly.
+    fn pick(&mut self, raw: &str, key: &str, is_header: bool) -> Option<Rc<str>> {
         if self.raw != raw || self.key != key {
             self.raw = raw.to_string();
             self.key = key.to_string();
-            let lookup = key.to_ascii_lowercase();
+            let lookup = if is_header {
+                key.to_ascii_lowercase()
+            } else {
+                key.to_string()
+            };
             self.picked = serde_json::from_str::<Value>(raw)
                 .ok()
                 .and_then(|v| v.get(&lookup).and_then(Value::as_str).map(String::from))
                 .map(|t| {
                     let t = t.trim();
-                    Rc::from(if strip_bearer {
-                        strip_bearer_prefix(t)
-                    } else {
-                        t
-                    })
+                    Rc::from(if is_header { strip_bearer_prefix(t) } else { t })
                 })
                 .filter(|t: &Rc<str>| !t.is_empty());
         }
@@ -78,13 +79,13 @@ fn from_json_setting(
     cell: &'static std::thread::LocalKey<RefCell<JsonPick>>,
     setting: &CStr,
     key: &str,
-    strip_bearer: bool,
+    is_header: bool,
 ) -> Option<Rc<str>> {
     let raw = other_setting(setting);
     if raw.is_empty() {
         return None;
     }
-    cell.with_borrow_mut(|c| c.pick(raw, key, strip_bearer))
+    cell.with_borrow_mut(|c| c.pick(raw, key, is_header))
 }
 
 /// Call `f` with the current token's bytes (None when no source has one). Bytes, because
