@@ -1,8 +1,13 @@
 //! The one place where core errors become Postgres errors.
+//!
+//! SQL functions return `Result<_, ErrorReport>`; pgrx raises an `Err(ErrorReport)` with its
+//! own SQLSTATE, message, DETAIL and HINT. `AuthError` (core crate) and `ErrorReport` (pgrx)
+//! are both foreign to this crate, so the orphan rule forbids `impl From<AuthError> for
+//! ErrorReport` here; [`report`] is that conversion, used as `.map_err(report)?`.
 
 use outseta_auth_core::{AuthError, ErrorClass};
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
 
 /// SQLSTATE for each class of error; documented in README's error table.
 pub fn sqlstate(e: &AuthError) -> PgSqlErrorCode {
@@ -13,28 +18,19 @@ pub fn sqlstate(e: &AuthError) -> PgSqlErrorCode {
         ErrorClass::Jwks => PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
         // 22023 invalid_parameter_value
         ErrorClass::Config => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        // 42501 insufficient_privilege
+        ErrorClass::Privilege => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
     }
 }
 
-/// Raise `e` as an SQL ERROR with its SQLSTATE, message, DETAIL and HINT.
-pub fn raise(e: &AuthError) -> ! {
-    let mut report = ErrorReport::new(sqlstate(e), e.message(), "outseta_auth");
+/// `e` as an SQL error report: SQLSTATE, message, DETAIL and HINT.
+pub fn report(e: AuthError) -> ErrorReport {
+    let mut report = ErrorReport::new(sqlstate(&e), e.message(), "outseta_auth");
     if let Some(d) = e.detail() {
         report = report.set_detail(d);
     }
     if let Some(h) = e.hint() {
         report = report.set_hint(h);
     }
-    report.report(PgLogLevel::ERROR);
-    unreachable!("ereport(ERROR) does not return")
-}
-
-pub trait OrRaise<T> {
-    fn or_raise(self) -> T;
-}
-
-impl<T> OrRaise<T> for Result<T, AuthError> {
-    fn or_raise(self) -> T {
-        self.unwrap_or_else(|e| raise(&e))
-    }
+    report
 }

@@ -4,6 +4,14 @@
 //! trusted, and how the backend reaches them, is `PGC_SUSET`: an ordinary role can neither
 //! `SET` it, nor `set_config` it, nor `ALTER ROLE ... SET` it.
 //!
+//! Settings whose text has a syntax are validated when set, by check hooks that reuse the
+//! core's own parsers: `SET outseta_auth.algorithms = 'HS256'` fails at once with 22023 and a
+//! message naming the problem, instead of failing in a later query.
+//!
+//! `outseta_auth.token` may only come from the session or transaction (`SET`, `SET LOCAL`,
+//! `set_config`): its check hook refuses role, database, server-file and connection-string
+//! values, so that no token can be planted in a default for later sessions.
+//!
 //! Each superuser setting has an assign hook that bumps [`generation`]; the verification
 //! engine rebuilds its configuration, and drops cached tokens when trust changed, whenever
 //! the generation moves. Postgres calls assign hooks on every change of value, including
@@ -12,9 +20,14 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use outseta_auth_core::fetch::{domain_url, FetchLimits};
+use outseta_auth_core::fetch::{domain_url, validate_url, FetchLimits};
+use outseta_auth_core::jwks::KeySet;
+use outseta_auth_core::policy::parse_algorithms;
+use outseta_auth_core::request::parse_token_sources;
 use outseta_auth_core::{AuthError, Config, KeySource, Policy};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_guard;
+use pgrx::pg_sys::{self, GucSource};
 
 pub static TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 static DOMAIN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
@@ -26,6 +39,7 @@ static AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::ne
 static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(30);
 static CACHE_TTL: GucSetting<i32> = GucSetting::<i32>::new(300);
 static REFRESH_MIN_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(30);
+static MAX_STALE: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 static HTTP_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5000);
 static HTTP_CONNECT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(2000);
 pub static TOKEN_SOURCES: GucSetting<Option<CString>> =
@@ -51,13 +65,120 @@ extern "C-unwind" fn bump_int(_new: i32, _extra: *mut c_void) {
     GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Hand a check hook's verdict to Postgres: the message (and detail) go into the
+/// `GUC_check_*` strings, which Postgres reports with SQLSTATE 22023 (or as a WARNING/LOG
+/// line where the value came from a file or a default, and is then ignored).
+fn reject(message: &str, detail: Option<&str>, hint: Option<&str>) -> bool {
+    fn in_error_context(s: &str) -> *mut c_char {
+        let c = CString::new(s.replace('\0', "")).unwrap_or_default();
+        // SAFETY: ErrorContext always exists in a backend; Postgres' own GUC_check_errmsg
+        // allocates these strings there too. `c` is NUL-terminated and outlives the call.
+        unsafe { pg_sys::MemoryContextStrdup(pg_sys::ErrorContext, c.as_ptr()) }
+    }
+    // SAFETY: backends are single-threaded; Postgres reads these right after the hook returns.
+    unsafe {
+        pg_sys::GUC_check_errmsg_string = in_error_context(message);
+        if let Some(d) = detail {
+            pg_sys::GUC_check_errdetail_string = in_error_context(d);
+        }
+        if let Some(h) = hint {
+            pg_sys::GUC_check_errhint_string = in_error_context(h);
+        }
+    }
+    false
+}
+
+/// The proposed value of a string setting (`None` is treated as empty).
+///
+/// # Safety
+/// `newval` must be the pointer Postgres passes to a string check hook.
+unsafe fn proposed<'a>(newval: *mut *mut c_char) -> Option<&'a str> {
+    // SAFETY: per the contract, `newval` points at NULL or a NUL-terminated string.
+    let p = unsafe { *newval };
+    if p.is_null() {
+        return Some("");
+    }
+    // SAFETY: non-null and NUL-terminated.
+    unsafe { CStr::from_ptr(p) }.to_str().ok()
+}
+
+/// Check hook body shared by the validated string settings: empty is always fine (unset),
+/// anything else must pass `validate`.
+///
+/// # Safety
+/// As for [`proposed`].
+unsafe fn check_with(
+    newval: *mut *mut c_char,
+    validate: fn(&str) -> Result<(), AuthError>,
+) -> bool {
+    // SAFETY: forwarded contract.
+    let Some(value) = (unsafe { proposed(newval) }) else {
+        return reject("the value is not valid UTF-8", None, None);
+    };
+    if value.trim().is_empty() {
+        return true;
+    }
+    match validate(value) {
+        Ok(()) => true,
+        Err(e) => reject(&e.message(), e.detail().as_deref(), e.hint()),
+    }
+}
+
+macro_rules! string_check_hook {
+    ($name:ident, $validate:expr) => {
+        #[pg_guard]
+        unsafe extern "C-unwind" fn $name(
+            newval: *mut *mut c_char,
+            _extra: *mut *mut c_void,
+            _source: GucSource::Type,
+        ) -> bool {
+            // SAFETY: Postgres calls this as a string check hook.
+            unsafe { check_with(newval, $validate) }
+        }
+    };
+}
+
+string_check_hook!(check_domain, |v| domain_url(v).map(drop));
+string_check_hook!(check_jwks_url, |v| validate_url(v.trim(), "outseta_auth.jwks_url"));
+string_check_hook!(check_jwks, |v| KeySet::parse(v.trim().as_bytes())
+    .map(drop)
+    .map_err(|reason| AuthError::config("outseta_auth.jwks", reason)));
+string_check_hook!(check_algorithms, |v| parse_algorithms(v).map(drop));
+string_check_hook!(check_token_sources, |v| parse_token_sources(v).map(drop));
+
+/// `outseta_auth.token` counts only when set in the session or transaction. A value from
+/// `ALTER ROLE/DATABASE ... SET`, `ALTER SYSTEM`, postgresql.conf or the connection string
+/// would act for every later session of that role, e.g. other clients behind a pooler.
+/// (`ALTER ROLE ... SET` is validated with source PGC_S_TEST, so it fails at once; a value
+/// stored before this rule existed is ignored with a WARNING when a session starts.)
+#[pg_guard]
+unsafe extern "C-unwind" fn check_token(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: GucSource::Type,
+) -> bool {
+    use GucSource::*;
+    // SAFETY: Postgres calls this as a string check hook.
+    let empty = unsafe { *newval }.is_null() || unsafe { **newval } == 0;
+    if empty || matches!(source, PGC_S_DEFAULT | PGC_S_DYNAMIC_DEFAULT | PGC_S_SESSION) {
+        return true;
+    }
+    reject(
+        "outseta_auth.token can only be set in a session or transaction",
+        Some("Role, database, server and connection defaults of the token are refused, so that no token can act for later sessions."),
+        Some("Use SET LOCAL outseta_auth.token or set_config('outseta_auth.token', token, true) in each transaction."),
+    )
+}
+
 fn su_string(
     name: &'static CStr,
     short: &'static CStr,
     long: &'static CStr,
     s: &'static GucSetting<Option<CString>>,
+    check: pg_sys::GucStringCheckHook,
 ) {
-    // SAFETY: the hook cannot panic (one atomic add) and has the signature Postgres expects.
+    // SAFETY: the assign hook cannot panic (one atomic add); the check hooks are guarded;
+    // both have the signatures Postgres expects.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             name,
@@ -66,7 +187,7 @@ fn su_string(
             s,
             GucContext::Suset,
             GucFlags::default(),
-            None,
+            check,
             Some(bump_str),
             None,
         )
@@ -102,49 +223,61 @@ fn su_int(
 }
 
 pub fn register() {
-    GucRegistry::define_string_guc(
-        c"outseta_auth.token",
-        c"The Outseta access token of the current request (set per transaction).",
-        c"Use SET LOCAL or set_config('outseta_auth.token', token, true). Empty means no token.",
-        &TOKEN,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
+    // SAFETY: `check_token` is guarded and has the signature Postgres expects.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"outseta_auth.token",
+            c"The Outseta access token of the current request (set per transaction).",
+            c"Use SET LOCAL or set_config('outseta_auth.token', token, true). Empty means no token. Role, database and server defaults are refused.",
+            &TOKEN,
+            GucContext::Userset,
+            GucFlags::default(),
+            Some(check_token),
+            None,
+            None,
+        )
+    };
     su_string(
         c"outseta_auth.domain",
         c"Outseta domain, e.g. myapp.outseta.com; keys come from https://<domain>/.well-known/jwks.",
         c"Overridden by outseta_auth.jwks_url and outseta_auth.jwks.",
         &DOMAIN,
+        Some(check_domain),
     );
     su_string(
         c"outseta_auth.jwks_url",
         c"Explicit JWKS URL (https, or http to loopback only). Overrides outseta_auth.domain.",
         c"",
         &JWKS_URL,
+        Some(check_jwks_url),
     );
     su_string(
         c"outseta_auth.jwks",
         c"A literal JWKS document; when set, it is used instead of fetching.",
         c"For air-gapped servers and tests.",
         &JWKS,
+        Some(check_jwks),
     );
     su_string(
         c"outseta_auth.algorithms",
         c"Comma list of accepted signature algorithms (default RS256). none and HS* are never accepted.",
         c"",
         &ALGORITHMS,
+        Some(check_algorithms),
     );
     su_string(
         c"outseta_auth.issuer",
         c"Comma list of accepted iss values; empty means iss is not checked.",
         c"",
         &ISSUER,
+        None,
     );
     su_string(
         c"outseta_auth.audience",
-        c"Comma list of accepted aud values; empty means aud is not checked.",
+        c"Comma list of accepted aud values; empty means aud must equal outseta_auth.domain when that is set, and is not checked otherwise.",
         c"",
         &AUDIENCE,
+        None,
     );
     su_int(
         c"outseta_auth.leeway",
@@ -174,6 +307,15 @@ pub fn register() {
         GucFlags::UNIT_S,
     );
     su_int(
+        c"outseta_auth.jwks_max_stale",
+        c"How long fetched keys may be used after the last successful fetch while refreshes fail; then verification fails closed.",
+        c"",
+        &MAX_STALE,
+        60,
+        30 * 86_400,
+        GucFlags::UNIT_S,
+    );
+    su_int(
         c"outseta_auth.http_timeout",
         c"Total time allowed for one JWKS fetch.",
         c"",
@@ -196,18 +338,21 @@ pub fn register() {
         c"Where the accessors look for the token, in order: setting, cookie, header.",
         c"",
         &TOKEN_SOURCES,
+        Some(check_token_sources),
     );
     su_string(
         c"outseta_auth.token_cookie",
         c"Cookie (in request.cookies) that carries the token; Outseta's script uses Outseta.nocode.accessToken.",
         c"",
         &TOKEN_COOKIE,
+        None,
     );
     su_string(
         c"outseta_auth.token_header",
         c"Request header (in request.headers, lower case) that carries the token; empty disables it.",
         c"A \"Bearer \" prefix is stripped.",
         &TOKEN_HEADER,
+        None,
     );
     // Reserving the prefix turns a typo such as `SET outseta_auth.jwks_ur = ...` into an
     // error instead of a silently ignored placeholder.
@@ -261,9 +406,11 @@ pub fn build_config() -> Result<Config, AuthError> {
             borrow_str(&ISSUER),
             borrow_str(&AUDIENCE),
             LEEWAY.get() as i64,
-        )?,
+        )?
+        .with_domain_audience(domain),
         ttl: CACHE_TTL.get().max(1) as u64,
         min_interval: REFRESH_MIN_INTERVAL.get().max(0) as u64,
+        max_stale: MAX_STALE.get().max(60) as u64,
         limits: FetchLimits::from_ms(HTTP_TIMEOUT.get() as u64, HTTP_CONNECT_TIMEOUT.get() as u64),
     })
 }

@@ -1,4 +1,8 @@
 //! The SQL surface: thin wrappers over the core engine.
+//!
+//! Functions return `Result<_, ErrorReport>` (pgrx's idiom: an `Err` is raised with its own
+//! SQLSTATE). ErrorReport is large, but the error path is cold and ends the statement.
+#![allow(clippy::result_large_err)]
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -13,10 +17,10 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
 use pgrx::prelude::*;
-use pgrx::{IntoDatum, JsonB, PgLogLevel, PgSqlErrorCode};
+use pgrx::{IntoDatum, JsonB};
 use serde_json::Value;
 
-use crate::errors::{raise, OrRaise};
+use crate::errors::report;
 use crate::settings;
 use crate::token_source::with_current_token;
 
@@ -55,12 +59,19 @@ fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
     result
 }
 
-/// The verified token of the current request: `None` when there is none, an ERROR when
+/// The verified token of the current request: `None` when there is none, an error when
 /// there is one and it fails verification.
-fn current() -> Option<Arc<VerifiedToken>> {
+fn current() -> Result<Option<Arc<VerifiedToken>>, ErrorReport> {
     with_current_token(|t| t.map(verify_bytes).transpose())
         .and_then(|r| r)
-        .or_raise()
+        .map_err(report)
+}
+
+/// A text claim of the current token, read by `field`.
+fn current_text(
+    field: impl FnOnce(&VerifiedToken) -> Option<&String>,
+) -> Result<Option<String>, ErrorReport> {
+    Ok(current()?.and_then(|v| field(&v).cloned()))
 }
 
 /// `jsonb` built by Postgres' own `jsonb_in` straight from JSON text, without the serde
@@ -115,8 +126,9 @@ fn outseta_auth_version() -> &'static str {
 
 /// Verify a token and return its claims; raises on any failure.
 #[pg_extern(stable, parallel_safe)]
-fn outseta_verify(token: &str) -> RawJsonb {
-    claims_jsonb(&verify(token).or_raise())
+fn outseta_verify(token: &str) -> Result<RawJsonb, ErrorReport> {
+    let v = verify(token).map_err(report)?;
+    Ok(claims_jsonb(&v))
 }
 
 extension_sql!(
@@ -132,12 +144,25 @@ CREATE TYPE outseta_verify_result AS (
 );
 
 /// Verify a token without raising: `(valid, claims, error_code, error)`.
+///
+/// The row type is taken from this function's own declared return type (by OID), never
+/// looked up by name through `search_path`, which a session could shadow with a temporary
+/// type of the same name.
 #[pg_extern(stable, parallel_safe, requires = ["outseta_verify_result_type"])]
 fn outseta_try_verify(
     token: Option<&str>,
-) -> pgrx::composite_type!('static, "outseta_verify_result") {
-    let mut row = PgHeapTuple::new_composite_type("outseta_verify_result")
-        .unwrap_or_else(|e| error!("outseta_verify_result type is missing: {e}"));
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Result<pgrx::composite_type!('static, "outseta_verify_result"), ErrorReport> {
+    // SAFETY: Postgres passes a valid fcinfo whose flinfo describes this function.
+    let typoid = unsafe { pg_sys::get_func_rettype((*(*fcinfo).flinfo).fn_oid) };
+    fn internal(e: impl std::fmt::Display) -> ErrorReport {
+        ErrorReport::new(
+            pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("building outseta_verify_result: {e}"),
+            "outseta_auth",
+        )
+    }
+    let mut row = PgHeapTuple::new_composite_type_by_oid(typoid).map_err(internal)?;
     let result = match token {
         None | Some("") => Err(AuthError::malformed("no token was given")),
         Some(t) => verify(t),
@@ -151,22 +176,26 @@ fn outseta_try_verify(
             .and_then(|_| row.set_by_name("error_code", e.code()))
             .and_then(|_| row.set_by_name("error", e.to_string())),
     };
-    filled.unwrap_or_else(|e| error!("building outseta_verify_result: {e}"));
-    row
+    filled.map_err(internal)?;
+    Ok(row)
 }
 
-/// Verify `token` and make it the current token for the rest of the transaction.
-/// An empty string clears the token and returns NULL.
+/// Verify `token` and make it the `outseta_auth.token` setting for the rest of the
+/// transaction; returns its claims.
+///
+/// An empty string clears the setting for the rest of the transaction. The accessors then
+/// look at the next sources in `outseta_auth.token_sources` (the cookie, a header), exactly
+/// as if the setting had never been set, and the function returns the claims now in effect:
+/// those of a token found there, or NULL when there is none.
 #[pg_extern(volatile, parallel_unsafe)]
-fn outseta_authenticate(token: &str) -> Option<RawJsonb> {
+fn outseta_authenticate(token: &str) -> Result<Option<RawJsonb>, ErrorReport> {
     let token = token.trim();
-    let claims = if token.is_empty() {
-        None
-    } else {
-        Some(claims_jsonb(&verify(token).or_raise()))
-    };
+    if !token.is_empty() {
+        verify(token).map_err(report)?;
+    }
+    // Text from SQL holds no NUL byte; a string that did could not be a setting value.
     let value = std::ffi::CString::new(token)
-        .unwrap_or_else(|_| raise(&AuthError::malformed("the token contains a NUL byte")));
+        .map_err(|_| report(AuthError::malformed("the token contains a NUL byte")))?;
     // SAFETY: both strings are NUL-terminated and outlive the call; this is what
     // set_config(name, value, is_local => true) does.
     unsafe {
@@ -181,64 +210,64 @@ fn outseta_authenticate(token: &str) -> Option<RawJsonb> {
             false,
         );
     }
-    claims
+    outseta_claims()
 }
 
 /// All claims of the current token, or NULL without one.
 #[pg_extern(stable, parallel_safe)]
-fn outseta_claims() -> Option<RawJsonb> {
-    current().map(|v| claims_jsonb(&v))
+fn outseta_claims() -> Result<Option<RawJsonb>, ErrorReport> {
+    Ok(current()?.map(|v| claims_jsonb(&v)))
 }
 
 /// One claim of the current token, as jsonb.
 #[pg_extern(stable, parallel_safe)]
-fn outseta_claim(name: &str) -> Option<JsonB> {
-    current()
+fn outseta_claim(name: &str) -> Result<Option<JsonB>, ErrorReport> {
+    Ok(current()?
         .and_then(|v| v.claims.get(name).cloned())
-        .map(JsonB)
+        .map(JsonB))
 }
 
 /// The Outseta Person uid (`sub`) of the current token.
 #[pg_extern(stable, parallel_safe)]
-fn outseta_sub() -> Option<String> {
-    current().and_then(|v| v.sub.clone())
+fn outseta_sub() -> Result<Option<String>, ErrorReport> {
+    current_text(|v| v.sub.as_ref())
 }
 
 /// `outseta:accountUid` of the current token.
 #[pg_extern(stable, parallel_safe)]
-fn outseta_account_uid() -> Option<String> {
-    current().and_then(|v| v.account_uid.clone())
+fn outseta_account_uid() -> Result<Option<String>, ErrorReport> {
+    current_text(|v| v.account_uid.as_ref())
 }
 
 #[pg_extern(stable, parallel_safe)]
-fn outseta_email() -> Option<String> {
-    current().and_then(|v| v.email.clone())
+fn outseta_email() -> Result<Option<String>, ErrorReport> {
+    current_text(|v| v.email.as_ref())
 }
 
 #[pg_extern(stable, parallel_safe)]
-fn outseta_name() -> Option<String> {
-    current().and_then(|v| v.name.clone())
+fn outseta_name() -> Result<Option<String>, ErrorReport> {
+    current_text(|v| v.name.as_ref())
 }
 
 #[pg_extern(stable, parallel_safe)]
-fn outseta_plan_uid() -> Option<String> {
-    current().and_then(|v| v.plan_uid.clone())
+fn outseta_plan_uid() -> Result<Option<String>, ErrorReport> {
+    current_text(|v| v.plan_uid.as_ref())
 }
 
 #[pg_extern(stable, parallel_safe)]
-fn outseta_subscription_uid() -> Option<String> {
-    current().and_then(|v| v.subscription_uid.clone())
+fn outseta_subscription_uid() -> Result<Option<String>, ErrorReport> {
+    current_text(|v| v.subscription_uid.as_ref())
 }
 
 #[pg_extern(stable, parallel_safe)]
-fn outseta_add_on_uids() -> Option<Vec<String>> {
-    current().and_then(|v| v.add_on_uids.clone())
+fn outseta_add_on_uids() -> Result<Option<Vec<String>>, ErrorReport> {
+    Ok(current()?.and_then(|v| v.add_on_uids.clone()))
 }
 
 /// `outseta:isPrimary` ("1"/"0" in Outseta's tokens) as a boolean.
 #[pg_extern(stable, parallel_safe)]
-fn outseta_is_primary() -> Option<bool> {
-    current().and_then(|v| v.is_primary)
+fn outseta_is_primary() -> Result<Option<bool>, ErrorReport> {
+    Ok(current()?.and_then(|v| v.is_primary))
 }
 
 fn timestamptz(unix: Option<f64>) -> Option<TimestampWithTimeZone> {
@@ -298,24 +327,21 @@ fn outseta_jwks_status() -> TableIterator<
 
 /// Fetch the JWKS now (superuser only). Returns the number of usable keys.
 #[pg_extern(volatile, parallel_unsafe)]
-fn outseta_refresh_jwks() -> i32 {
+fn outseta_refresh_jwks() -> Result<i32, ErrorReport> {
     // SAFETY: superuser() only reads the current user's catalog entry.
     if !unsafe { pg_sys::superuser() } {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            "permission denied for function outseta_refresh_jwks",
-            "outseta_auth",
-        )
-        .set_hint("Only superusers may force a JWKS refetch.")
-        .report(PgLogLevel::ERROR);
+        return Err(report(AuthError::PermissionDenied {
+            what: "function outseta_refresh_jwks",
+            hint: "Only superusers may force a JWKS refetch.",
+        }));
     }
     let n = ENGINE
         .with_borrow_mut(|engine| {
             engine.configure(settings::generation(), settings::build_config)?;
             engine.refresh(&HttpFetcher, now())
         })
-        .or_raise();
-    n as i32
+        .map_err(report)?;
+    Ok(n as i32)
 }
 
 extension_sql!(

@@ -9,18 +9,19 @@ use std::cell::RefCell;
 use std::ffi::CStr;
 use std::rc::Rc;
 
+use outseta_auth_core::request::{json_member, parse_token_sources, TokenSource};
 use outseta_auth_core::AuthError;
 use pgrx::pg_sys;
-use serde_json::Value;
 
 use crate::settings::{self, borrow_bytes, borrow_str};
 
 /// A token picked out of a JSON text setting (`request.cookies` / `request.headers`),
 /// cached by that text and the key, so a per-row accessor compares bytes instead of parsing
-/// JSON, and gets the token without copying it.
+/// JSON, and gets the token without copying it. The text is at most
+/// `MAX_REQUEST_JSON_BYTES` (larger is refused before it is copied).
 #[derive(Default)]
 struct JsonPick {
-    raw: String,
+    raw: Vec<u8>,
     key: String,
     picked: Option<Rc<str>>,
 }
@@ -28,25 +29,31 @@ struct JsonPick {
 impl JsonPick {
     /// For a header (`is_header`), the name is matched in lower case (PostgREST lower-cases
     /// header names) and a `Bearer ` prefix is stripped; cookie names are matched exactly.
-    fn pick(&mut self, raw: &str, key: &str, is_header: bool) -> Option<Rc<str>> {
+    fn pick(
+        &mut self,
+        raw: &[u8],
+        key: &str,
+        is_header: bool,
+        setting: &'static str,
+    ) -> Result<Option<Rc<str>>, AuthError> {
         if self.raw != raw || self.key != key {
-            self.raw = raw.to_string();
-            self.key = key.to_string();
             let lookup = if is_header {
                 key.to_ascii_lowercase()
             } else {
                 key.to_string()
             };
-            self.picked = serde_json::from_str::<Value>(raw)
-                .ok()
-                .and_then(|v| v.get(&lookup).and_then(Value::as_str).map(String::from))
+            // Refuses oversize text before anything is copied.
+            let found = json_member(raw, &lookup, setting)?;
+            self.raw = raw.to_vec();
+            self.key = key.to_string();
+            self.picked = found
                 .map(|t| {
                     let t = t.trim();
                     Rc::from(if is_header { strip_bearer_prefix(t) } else { t })
                 })
                 .filter(|t: &Rc<str>| !t.is_empty());
         }
-        self.picked.clone()
+        Ok(self.picked.clone())
     }
 }
 
@@ -62,64 +69,60 @@ pub fn strip_bearer_prefix(t: &str) -> &str {
     }
 }
 
-/// A placeholder (custom) setting such as `request.cookies`, or "" when unset.
-fn other_setting(name: &CStr) -> &'static str {
+/// A placeholder (custom) setting such as `request.cookies`, borrowed (no copy), or empty
+/// when unset.
+pub fn other_setting(name: &CStr) -> &'static [u8] {
     // SAFETY: GetConfigOption with missing_ok=true returns NULL or a pointer to the
     // setting's current NUL-terminated value, valid until the setting is next assigned,
     // which does not happen during this function call.
     let p = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
     if p.is_null() {
-        return "";
+        return b"";
     }
     // SAFETY: non-null and NUL-terminated, as above.
-    unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("")
+    unsafe { CStr::from_ptr(p) }.to_bytes()
 }
 
 fn from_json_setting(
     cell: &'static std::thread::LocalKey<RefCell<JsonPick>>,
-    setting: &CStr,
+    setting: &'static CStr,
     key: &str,
     is_header: bool,
-) -> Option<Rc<str>> {
+) -> Result<Option<Rc<str>>, AuthError> {
     let raw = other_setting(setting);
     if raw.is_empty() {
-        return None;
+        return Ok(None);
     }
-    cell.with_borrow_mut(|c| c.pick(raw, key, is_header))
+    let name = setting.to_str().unwrap_or("request setting");
+    cell.with_borrow_mut(|c| c.pick(raw, key, is_header, name))
 }
 
 /// Call `f` with the current token's bytes (None when no source has one). Bytes, because
 /// the per-row path compares them with the last verified token without validating UTF-8.
 pub fn with_current_token<R>(f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, AuthError> {
-    let sources = borrow_str(&settings::TOKEN_SOURCES);
-    for name in sources.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match name {
-            "setting" => {
+    // Validated when set; parsing again per call is a few comparisons.
+    for source in parse_token_sources(borrow_str(&settings::TOKEN_SOURCES))? {
+        match source {
+            TokenSource::Setting => {
                 let t = borrow_bytes(&settings::TOKEN).trim_ascii();
                 if !t.is_empty() {
                     return Ok(f(Some(t)));
                 }
             }
-            "cookie" => {
+            TokenSource::Cookie => {
                 let cookie = borrow_str(&settings::TOKEN_COOKIE);
-                if let Some(t) = from_json_setting(&COOKIES, c"request.cookies", cookie, false) {
+                if let Some(t) = from_json_setting(&COOKIES, c"request.cookies", cookie, false)? {
                     return Ok(f(Some(t.as_bytes())));
                 }
             }
-            "header" => {
+            TokenSource::Header => {
                 let header = borrow_str(&settings::TOKEN_HEADER).trim();
                 if header.is_empty() {
                     continue;
                 }
-                if let Some(t) = from_json_setting(&HEADERS, c"request.headers", header, true) {
+                if let Some(t) = from_json_setting(&HEADERS, c"request.headers", header, true)? {
                     return Ok(f(Some(t.as_bytes())));
                 }
-            }
-            other => {
-                return Err(AuthError::config(
-                    "outseta_auth.token_sources",
-                    format!("unknown source \"{other}\"; use setting, cookie, header"),
-                ))
             }
         }
     }

@@ -82,6 +82,7 @@ fn main() {
         policy: policy.clone(),
         ttl: 300,
         min_interval: 30,
+        max_stale: 86_400,
         limits: FetchLimits::from_ms(5000, 2000),
     };
     let mut engine = Engine::new();

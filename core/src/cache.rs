@@ -7,7 +7,9 @@
 //! - no cached token survives a change of what is trusted (key source, algorithms,
 //!   issuer, audience, leeway) or a change of the fetched key set;
 //! - an unknown `kid` causes at most one fetch per `min_interval`, and so does a failing
-//!   JWKS server; while keys are cached they keep working (stale-if-error).
+//!   JWKS server; while keys are cached they keep working (stale-if-error), but never longer
+//!   than `max_stale` after the last successful fetch: then they are dropped and
+//!   verification fails closed, cached verdicts included.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -47,6 +49,9 @@ pub struct Config {
     pub ttl: u64,
     /// Minimum seconds between two fetch attempts of one URL.
     pub min_interval: u64,
+    /// Seconds fetched keys may be used after the last successful fetch while refreshes
+    /// fail (`outseta_auth.jwks_max_stale`); past it they are dropped.
+    pub max_stale: u64,
     pub limits: FetchLimits,
 }
 
@@ -85,6 +90,8 @@ struct SourceState {
     expires_at: Option<f64>,
     last_attempt: Option<f64>,
     last_error: Option<String>,
+    /// When keys were dropped for being older than `max_stale`, and how old they were.
+    dropped_stale: Option<(f64, u64)>,
     fetch_count: u64,
 }
 
@@ -132,6 +139,9 @@ pub struct Engine {
     /// The last token verified, byte for byte, and its result.
     last: Option<(Box<str>, Arc<VerifiedToken>)>,
     tokens: TokenCache,
+    /// Cached verdicts are served only until then: the fetch time of the keys that
+    /// verified them plus `max_stale` (infinite for a literal JWKS).
+    trust_until: f64,
     sources: Vec<SourceState>,
     pub hits: u64,
     pub misses: u64,
@@ -164,6 +174,7 @@ impl Engine {
     pub fn forget_tokens(&mut self) {
         self.tokens.clear();
         self.last = None;
+        self.trust_until = 0.0;
     }
 
     /// The cached verdict for `token`, if any, with `exp`/`nbf` re-checked against `now`.
@@ -176,6 +187,12 @@ impl Engine {
         now: f64,
     ) -> Option<Result<Arc<VerifiedToken>, AuthError>> {
         let leeway = self.config.as_ref()?.policy.leeway;
+        if now > self.trust_until {
+            // The keys behind a cached verdict are older than max_stale: verify afresh
+            // (which refreshes the keys, or fails closed), starting a new cache.
+            self.forget_tokens();
+            return None;
+        }
         if let Some((last, v)) = &self.last {
             if last.as_bytes() == token {
                 self.hits += 1;
@@ -218,16 +235,32 @@ impl Engine {
 
         // Parse before any key lookup: garbage never causes network traffic.
         let parsed = verify::parse(token, &cfg.policy)?;
-        let keys = self.keys(&cfg, fetcher, now, false)?;
+        let mut keys = self.keys(&cfg, fetcher, now, false)?;
         match parsed.verify_signature(&keys) {
             Err(AuthError::UnknownKid { .. }) if self.may_refetch(&cfg, now) => {
                 // The issuer may have rotated keys since our last fetch.
-                let keys = self.keys(&cfg, fetcher, now, true)?;
+                keys = self.keys(&cfg, fetcher, now, true)?;
                 parsed.verify_signature(&keys)?;
             }
             other => other?,
         }
         let v = Arc::new(claims::check(&parsed.payload, &cfg.policy, now)?);
+        let trusted_until = match &cfg.source {
+            KeySource::Literal(_) => f64::INFINITY,
+            KeySource::Url(url) => self
+                .sources
+                .iter()
+                .find(|s| s.source == *url)
+                .and_then(|s| s.fetched_at)
+                .map_or(now, |f| f + cfg.max_stale as f64),
+        };
+        if self.tokens.map.is_empty() {
+            self.trust_until = trusted_until;
+        } else {
+            // Older verdicts keep the earliest bound; a fetch that changed the keys has
+            // already emptied the cache.
+            self.trust_until = self.trust_until.min(trusted_until);
+        }
         self.tokens.insert(token, parsed.payload.len(), v.clone());
         self.last = Some((token.into(), v.clone()));
         Ok(v)
@@ -265,7 +298,13 @@ impl Engine {
                     .collect(),
                 fetched_at: s.fetched_at,
                 expires_at: s.expires_at,
-                last_error: s.last_error.clone(),
+                last_error: match (&s.last_error, s.dropped_stale) {
+                    (e, Some((at, age))) => Some(format!(
+                        "{}keys dropped at {at:.0} (unix time): their last successful fetch was {age} s earlier, more than outseta_auth.jwks_max_stale",
+                        e.as_ref().map(|e| format!("{e}; ")).unwrap_or_default(),
+                    )),
+                    (e, None) => e.clone(),
+                },
                 fetch_count: s.fetch_count,
             })
             .collect();
@@ -347,13 +386,7 @@ impl Engine {
                     .is_some_and(|t| now - t < cfg.min_interval as f64);
                 if recently_tried && !force {
                     // Rate limit: serve what we have (stale), or the last failure.
-                    return match (&st.keys, &st.last_error) {
-                        (Some(keys), _) => Ok(keys.clone()),
-                        (None, err) => Err(AuthError::JwksUnavailable {
-                            url: url.clone(),
-                            cause: err.clone().unwrap_or_else(|| "no keys".into()),
-                        }),
-                    };
+                    return self.stale_or_error(i, url, cfg, now);
                 }
                 self.fetch_into(i, url, cfg, fetcher, now)
             }
@@ -390,19 +423,177 @@ impl Engine {
                 st.fetched_at = Some(now);
                 st.expires_at = Some(now + ttl as f64);
                 st.last_error = None;
+                st.dropped_stale = None;
                 Ok(st.keys.clone().expect("set above"))
             }
             Err(cause) => {
-                let st = &mut self.sources[i];
-                st.last_error = Some(cause.clone());
-                match &st.keys {
-                    Some(keys) => Ok(keys.clone()),
-                    None => Err(AuthError::JwksUnavailable {
-                        url: url.to_string(),
-                        cause,
-                    }),
-                }
+                self.sources[i].last_error = Some(cause);
+                self.stale_or_error(i, url, cfg, now)
             }
+        }
+    }
+
+    /// After a failed or rate-limited fetch: the cached keys while they are younger than
+    /// `max_stale`; past it they are dropped (with every verdict they gave) and the
+    /// source fails closed until a fetch succeeds.
+    fn stale_or_error(
+        &mut self,
+        i: usize,
+        url: &str,
+        cfg: &Config,
+        now: f64,
+    ) -> Result<Arc<KeySet>, AuthError> {
+        let st = &mut self.sources[i];
+        if let Some(keys) = &st.keys {
+            let age = st.fetched_at.map_or(f64::INFINITY, |f| now - f);
+            if age <= cfg.max_stale as f64 {
+                return Ok(keys.clone());
+            }
+            st.keys = None;
+            st.body.clear();
+            st.expires_at = None;
+            st.dropped_stale = Some((now, age as u64));
+            self.forget_tokens();
+        }
+        let st = &self.sources[i];
+        let mut cause = st.last_error.clone().unwrap_or_else(|| "no keys".into());
+        if let Some((_, age)) = st.dropped_stale {
+            cause = format!(
+                "{cause}; the cached keys were dropped: their last successful fetch was {age} s ago, more than outseta_auth.jwks_max_stale ({} s)",
+                cfg.max_stale
+            );
+        }
+        Err(AuthError::JwksUnavailable {
+            url: url.to_string(),
+            cause,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+
+    use outseta_dev::{Issuer, TokenRequest};
+
+    use super::*;
+    use crate::fetch::Fetched;
+
+    const URL: &str = "https://test.outseta.com/.well-known/jwks";
+    const DAY: f64 = 86_400.0;
+
+    /// Serves a fixed JWKS, or fails, and counts calls: no network, no sleeps.
+    struct FakeFetcher {
+        body: RefCell<Result<Vec<u8>, String>>,
+        calls: Cell<u32>,
+    }
+
+    impl FakeFetcher {
+        fn serving(issuer: &Issuer) -> Self {
+            FakeFetcher {
+                body: RefCell::new(Ok(issuer.jwks().to_string().into_bytes())),
+                calls: Cell::new(0),
+            }
+        }
+        fn fail(&self) {
+            *self.body.borrow_mut() = Err("HTTP 503".into());
+        }
+    }
+
+    impl Fetcher for FakeFetcher {
+        fn fetch(&self, _url: &str, _limits: FetchLimits) -> Result<Fetched, String> {
+            self.calls.set(self.calls.get() + 1);
+            self.body.borrow().clone().map(|body| Fetched {
+                body,
+                max_age: None,
+            })
+        }
+    }
+
+    fn config(max_stale: u64) -> Config {
+        Config {
+            source: KeySource::Url(URL.into()),
+            policy: Policy::default(),
+            ttl: 300,
+            min_interval: 30,
+            max_stale,
+            limits: FetchLimits::default(),
+        }
+    }
+
+    fn setup(max_stale: u64) -> (Engine, Issuer, String, f64) {
+        let issuer = Issuer::new("https://test.outseta.com");
+        let mut req = TokenRequest::new("dQGxEz94", "wZmNw7Q2");
+        req.expires_in = 30 * 86_400;
+        let token = issuer.mint(&req);
+        let mut engine = Engine::new();
+        engine.configure(1, || Ok(config(max_stale))).unwrap();
+        (engine, issuer, token, outseta_dev::now() as f64)
+    }
+
+    #[test]
+    fn stale_keys_serve_until_max_stale_then_fail_closed() {
+        let (mut engine, issuer, token, t0) = setup(DAY as u64);
+        let fetcher = FakeFetcher::serving(&issuer);
+        engine.verify(&token, &fetcher, t0).unwrap();
+        fetcher.fail();
+
+        // Past the TTL the refresh fails: stale-if-error, and the cached verdict holds.
+        engine.verify(&token, &fetcher, t0 + 600.0).unwrap();
+        let mut bob = TokenRequest::new("DQ2b7wmV", "y9gE3kWj");
+        bob.expires_in = 30 * 86_400;
+        let fresh = issuer.mint(&bob);
+        engine.verify(&fresh, &fetcher, t0 + DAY - 60.0).unwrap();
+        assert!(fetcher.calls.get() >= 2, "refreshes were attempted");
+
+        // Past max_stale: the keys are dropped, and so are the cached verdicts.
+        for t in [&token, &fresh] {
+            let e = engine.verify(t, &fetcher, t0 + DAY + 60.0).unwrap_err();
+            assert_eq!(e.code(), "jwks_unavailable");
+            assert!(format!("{e}").contains("jwks_max_stale"), "{e}");
+        }
+        let status = &engine.status()[0];
+        assert!(status.keys.is_empty());
+        assert!(
+            status.last_error.as_deref().unwrap().contains("jwks_max_stale"),
+            "{:?}",
+            status.last_error
+        );
+
+        // A successful fetch restores service.
+        *fetcher.body.borrow_mut() = Ok(issuer.jwks().to_string().into_bytes());
+        engine
+            .verify(&token, &fetcher, t0 + DAY + 3600.0)
+            .unwrap();
+        assert_eq!(engine.status()[0].last_error, None);
+    }
+
+    #[test]
+    fn a_cached_verdict_is_not_served_past_max_stale() {
+        let (mut engine, issuer, token, t0) = setup(3600);
+        let fetcher = FakeFetcher::serving(&issuer);
+        engine.verify(&token, &fetcher, t0).unwrap();
+        fetcher.fail();
+        assert!(engine.cached(token.as_bytes(), t0 + 3000.0).is_some());
+        // The per-row path refuses to answer from the cache once the keys are too old...
+        assert!(engine.cached(token.as_bytes(), t0 + 3700.0).is_none());
+        // ...and the full path fails closed.
+        let e = engine.verify(&token, &fetcher, t0 + 3700.0).unwrap_err();
+        assert_eq!(e.code(), "jwks_unavailable");
+    }
+
+    #[test]
+    fn refreshed_keys_extend_trust() {
+        let (mut engine, issuer, token, t0) = setup(3600);
+        let fetcher = FakeFetcher::serving(&issuer);
+        engine.verify(&token, &fetcher, t0).unwrap();
+        // Each time the cached verdict's keys pass max_stale, a miss refetches them
+        // successfully and trust is extended: long after the first max_stale, the token
+        // still verifies, with one fetch per period.
+        for k in 1..5 {
+            let t = t0 + k as f64 * 3700.0;
+            engine.verify(&token, &fetcher, t).unwrap();
+            assert_eq!(fetcher.calls.get(), 1 + k);
         }
     }
 }

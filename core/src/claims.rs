@@ -44,6 +44,13 @@ pub fn check(payload: &[u8], policy: &Policy, now: f64) -> Result<VerifiedToken,
         Ok(_) => return Err(AuthError::malformed("the claims are not a JSON object")),
         Err(_) => return Err(AuthError::malformed("the claims are not valid UTF-8 JSON")),
     };
+    // PostgreSQL text cannot hold U+0000: such a claim would come out truncated or corrupt
+    // from one function and fail in another. Refuse the token in every function alike.
+    if claims.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        return Err(AuthError::malformed(
+            "a claim contains the character U+0000 (NUL), which PostgreSQL text cannot hold",
+        ));
+    }
     let leeway = policy.leeway;
     let exp = numeric_date(&claims, "exp")?.ok_or(AuthError::MissingClaim { claim: "exp" })?;
     check_exp(exp, now, leeway)?;
@@ -112,6 +119,16 @@ pub fn check(payload: &[u8], policy: &Policy, now: f64) -> Result<VerifiedToken,
         is_primary: claims.get("outseta:isPrimary").and_then(flag),
         claims,
     })
+}
+
+/// True if any string (member name or value) inside `v` contains U+0000.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 fn check_exp(exp: f64, now: f64, leeway: i64) -> Result<(), AuthError> {
@@ -195,6 +212,27 @@ mod tests {
 
     fn code(claims: Value, policy: &Policy) -> &'static str {
         run(claims, policy).unwrap_err().code()
+    }
+
+    #[test]
+    fn nul_anywhere_in_the_claims_is_malformed() {
+        let exp = NOW + 60.0;
+        for claims in [
+            json!({"sub": "u\u{0}7", "exp": exp}),
+            json!({"exp": exp, "a\u{0}b": "x"}),
+            json!({"exp": exp, "outseta:addOnUids": ["ok", "\u{0}"]}),
+            json!({"exp": exp, "deep": {"er": [{"k\u{0}": 1}]}}),
+        ] {
+            assert_eq!(code(claims.clone(), &Policy::default()), "malformed", "{claims}");
+        }
+        // An escaped backslash followed by "u0000" is not a NUL.
+        let ok = check(
+            format!(r#"{{"sub":"a\\u0000b","exp":{exp}}}"#).as_bytes(),
+            &Policy::default(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(ok.sub.as_deref(), Some("a\\u0000b"));
     }
 
     #[test]

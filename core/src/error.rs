@@ -19,6 +19,8 @@ pub enum ErrorClass {
     Jwks,
     /// A setting is wrong: SQLSTATE 22023.
     Config,
+    /// The current role may not do this: SQLSTATE 42501.
+    Privilege,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +31,13 @@ pub enum AuthError {
     },
     /// Larger than the cap; checked before any parsing.
     TooLarge {
+        size: usize,
+        max: usize,
+    },
+    /// A request setting (`request.cookies`, `request.headers`) that should carry the token
+    /// is larger than the cap; refused before it is copied or parsed.
+    RequestTooLarge {
+        setting: &'static str,
         size: usize,
         max: usize,
     },
@@ -93,6 +102,12 @@ pub enum AuthError {
         setting: &'static str,
         reason: String,
     },
+    /// Only a superuser may do this.
+    PermissionDenied {
+        /// What was attempted, e.g. "function outseta_refresh_jwks".
+        what: &'static str,
+        hint: &'static str,
+    },
 }
 
 impl AuthError {
@@ -113,6 +128,7 @@ impl AuthError {
         match self {
             AuthError::JwksUnavailable { .. } => ErrorClass::Jwks,
             AuthError::Config { .. } => ErrorClass::Config,
+            AuthError::PermissionDenied { .. } => ErrorClass::Privilege,
             _ => ErrorClass::Token,
         }
     }
@@ -121,7 +137,7 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             AuthError::Malformed { .. } => "malformed",
-            AuthError::TooLarge { .. } => "too_large",
+            AuthError::TooLarge { .. } | AuthError::RequestTooLarge { .. } => "too_large",
             AuthError::AlgorithmNotAllowed { .. } => "algorithm_not_allowed",
             AuthError::CritUnsupported => "crit_unsupported",
             AuthError::UnknownKid { .. } => "unknown_kid",
@@ -137,6 +153,7 @@ impl AuthError {
             AuthError::AudienceMismatch => "audience_mismatch",
             AuthError::JwksUnavailable { .. } => "jwks_unavailable",
             AuthError::Config { .. } => "config_error",
+            AuthError::PermissionDenied { .. } => "permission_denied",
         }
     }
 
@@ -144,6 +161,9 @@ impl AuthError {
         match self {
             AuthError::Malformed { .. } => "Outseta token is malformed".into(),
             AuthError::TooLarge { .. } => "Outseta token is too large".into(),
+            AuthError::RequestTooLarge { setting, .. } => {
+                format!("{setting} is too large to look for the Outseta token in")
+            }
             AuthError::AlgorithmNotAllowed { alg } => {
                 format!(
                     "Outseta token algorithm \"{}\" is not allowed",
@@ -174,13 +194,16 @@ impl AuthError {
                 format!("could not load the JWKS from {url}")
             }
             AuthError::Config { setting, .. } => format!("invalid value for {setting}"),
+            AuthError::PermissionDenied { what, .. } => format!("permission denied for {what}"),
         }
     }
 
     pub fn detail(&self) -> Option<String> {
         Some(match self {
             AuthError::Malformed { reason } => reason.clone(),
-            AuthError::TooLarge { size, max } => format!("size={size} bytes, max={max} bytes"),
+            AuthError::TooLarge { size, max } | AuthError::RequestTooLarge { size, max, .. } => {
+                format!("size={size} bytes, max={max} bytes")
+            }
             AuthError::AlgorithmNotAllowed { .. } => return None,
             AuthError::CritUnsupported => return None,
             AuthError::UnknownKid { kid } => format!("kid={}", printable(kid)),
@@ -210,6 +233,7 @@ impl AuthError {
             AuthError::AudienceMismatch => return None,
             AuthError::JwksUnavailable { cause, .. } => cause.clone(),
             AuthError::Config { reason, .. } => reason.clone(),
+            AuthError::PermissionDenied { .. } => return None,
         })
     }
 
@@ -229,7 +253,13 @@ impl AuthError {
                 "Check the database server's clock, or raise outseta_auth.leeway."
             }
             AuthError::IssuerMismatch { .. } => "Accepted issuers are set by outseta_auth.issuer.",
-            AuthError::AudienceMismatch => "Accepted audiences are set by outseta_auth.audience.",
+            AuthError::AudienceMismatch => {
+                "Accepted audiences are set by outseta_auth.audience; when it is empty and outseta_auth.domain is set, aud must be that domain. To accept another audience, list it in outseta_auth.audience."
+            }
+            AuthError::RequestTooLarge { .. } => {
+                "A real HTTP request's cookies and headers are far smaller; send the token in outseta_auth.token instead."
+            }
+            AuthError::PermissionDenied { hint, .. } => hint,
             AuthError::JwksUnavailable { .. } => {
                 "Check that the database server can reach the JWKS URL, or set outseta_auth.jwks to a literal key set."
             }

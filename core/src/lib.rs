@@ -16,6 +16,7 @@ pub mod error;
 pub mod fetch;
 pub mod jwks;
 pub mod policy;
+pub mod request;
 pub mod verify;
 
 pub use cache::{Config, Engine, KeySource};

@@ -131,6 +131,17 @@ impl Policy {
         })
     }
 
+    /// Outseta puts your Outseta domain in `aud`. With `outseta_auth.domain` set and
+    /// `outseta_auth.audience` empty, the domain is the one accepted audience, so a token
+    /// minted for another Outseta tenant is refused whatever the key source.
+    pub fn with_domain_audience(mut self, domain: &str) -> Self {
+        let d = domain.trim().trim_end_matches('/');
+        if self.audiences.is_empty() && !d.is_empty() {
+            self.audiences = vec![d.to_ascii_lowercase()];
+        }
+        self
+    }
+
     pub fn allows(&self, alg: Alg) -> bool {
         self.algorithms.contains(&alg)
     }
@@ -203,6 +214,19 @@ mod tests {
             let err = parse_algorithms(bad).unwrap_err();
             assert_eq!(err.code(), "config_error", "{bad}");
         }
+    }
+
+    #[test]
+    fn the_domain_is_the_default_audience() {
+        let p = Policy::new("RS256", "", "", 30).unwrap();
+        assert!(p.clone().with_domain_audience("").audiences.is_empty());
+        assert_eq!(
+            p.with_domain_audience(" MyApp.outseta.com/ ").audiences,
+            vec!["myapp.outseta.com"]
+        );
+        // An explicit audience list wins.
+        let p = Policy::new("RS256", "", "a, b", 30).unwrap();
+        assert_eq!(p.with_domain_audience("myapp.outseta.com").audiences, vec!["a", "b"]);
     }
 
     #[test]

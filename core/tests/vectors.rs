@@ -210,6 +210,7 @@ fn rfc7515_a2_signature_verifies_but_token_is_expired() {
                 policy: Policy::default(),
                 ttl: 300,
                 min_interval: 30,
+                max_stale: 86_400,
                 limits: FetchLimits::from_ms(5000, 2000),
             })
         })

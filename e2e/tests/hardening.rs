@@ -1,0 +1,261 @@
+//! What an ordinary role, a hostile payload and a broken issuer can still do: each test
+//! goes through a real client connection, as the role that would try it.
+
+use std::time::{Duration, Instant};
+
+use outseta_dev::{Fault, Issuer, Server, TokenRequest};
+use outseta_e2e::*;
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+
+fn sqlstate(e: &postgres::Error) -> SqlState {
+    e.code()
+        .cloned()
+        .unwrap_or_else(|| panic!("not a database error: {e}"))
+}
+
+fn message(e: &postgres::Error) -> String {
+    let db = e.as_db_error().expect("a database error");
+    format!(
+        "{} | {} | {}",
+        db.message(),
+        db.detail().unwrap_or(""),
+        db.hint().unwrap_or("")
+    )
+}
+
+/// The backend's peak resident memory (VmHWM), in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/<pid>/status");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Reset the backend's peak to its current resident size.
+fn reset_peak(pid: i32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .expect("resetting VmHWM (needs the same user as the server, or root)");
+}
+
+#[test]
+fn huge_request_settings_are_refused_without_allocating() {
+    let mut c = app();
+    let pid: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    c.batch_execute("SELECT outseta_auth_version()").unwrap();
+    for setting in ["request.cookies", "request.headers"] {
+        let mut tx = c.transaction().unwrap();
+        // A 40 MB JSON array, set by the ordinary role.
+        tx.batch_execute(&format!(
+            "SELECT set_config('{setting}', '[' || repeat('0,', 20000000) || '0]', true)"
+        ))
+        .unwrap();
+        reset_peak(pid);
+        let before = peak_rss(pid);
+        let e = tx.query_one("SELECT outseta_sub()", &[]).unwrap_err();
+        let grew = peak_rss(pid).saturating_sub(before);
+        assert_eq!(
+            sqlstate(&e),
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            "{e}"
+        );
+        assert!(message(&e).contains(setting), "{}", message(&e));
+        assert!(
+            grew < 8 * 1024 * 1024,
+            "{setting}: the backend's peak memory grew by {grew} bytes"
+        );
+        drop(tx);
+    }
+    // A large but plausible cookie header (60 KB of other cookies) still works.
+    let mut cookies = serde_json::Map::new();
+    for i in 0..60 {
+        cookies.insert(format!("other{i}"), "x".repeat(1000).into());
+    }
+    cookies.insert(
+        "Outseta.nocode.accessToken".into(),
+        token(JANE, ACME).into(),
+    );
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "SELECT set_config('request.cookies', $1, true)",
+        &[&serde_json::Value::Object(cookies).to_string()],
+    )
+    .unwrap();
+    let sub: Option<String> = tx.query_one("SELECT outseta_sub()", &[]).unwrap().get(0);
+    assert_eq!(sub.as_deref(), Some(JANE));
+}
+
+#[test]
+fn a_token_cannot_be_planted_in_role_or_database_defaults() {
+    let t = token(JANE, ACME);
+    // The application role, library loaded: refused when it tries.
+    let mut c = app();
+    c.batch_execute("SELECT outseta_auth_version()").unwrap();
+    let e = c
+        .batch_execute(&format!("ALTER ROLE outseta_app SET outseta_auth.token = '{t}'"))
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::INVALID_PARAMETER_VALUE, "{e}");
+    assert!(
+        message(&e).contains("can only be set in a session or transaction"),
+        "{}",
+        message(&e)
+    );
+    assert!(!message(&e).contains(&t[..20]), "token material echoed");
+    // The application role, library not yet loaded: the name is a placeholder, and
+    // Postgres refuses placeholders in role settings to ordinary roles.
+    let mut fresh = app();
+    let e = fresh
+        .batch_execute(&format!("ALTER ROLE outseta_app SET outseta_auth.token = '{t}'"))
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE, "{e}");
+
+    // Not even a superuser can make it a default, once the library is loaded.
+    let mut su = superuser();
+    su.batch_execute("SELECT outseta_auth_version()").unwrap();
+    for sql in [
+        format!("ALTER DATABASE {DB} SET outseta_auth.token = '{t}'"),
+        format!("ALTER ROLE outseta_app IN DATABASE {DB} SET outseta_auth.token = '{t}'"),
+        format!("ALTER SYSTEM SET outseta_auth.token = '{t}'"),
+    ] {
+        let e = su.batch_execute(&sql).unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::INVALID_PARAMETER_VALUE, "{sql}: {e}");
+    }
+
+    // A default stored while the library was not loaded (or before this rule existed)
+    // is ignored when a session of that role starts; so is one in the connection string.
+    let mut unloaded = superuser();
+    unloaded
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'outseta_planted') THEN
+                     CREATE ROLE outseta_planted LOGIN;
+                 END IF;
+             END $$;
+             ALTER ROLE outseta_planted SET outseta_auth.token = '{t}'"
+        ))
+        .unwrap();
+    let mut planted = connect_as(fixture().port, "outseta_planted", DB);
+    let row = planted
+        .query_one(
+            "SELECT outseta_sub(), current_setting('outseta_auth.token')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0), None, "planted token used");
+    assert_eq!(row.get::<_, String>(1), "");
+    unloaded
+        .batch_execute("ALTER ROLE outseta_planted RESET ALL")
+        .unwrap();
+
+    let mut with_option = Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=outseta_app dbname={DB} options='-c outseta_auth.token={t}'",
+            fixture().port
+        ),
+        NoTls,
+    )
+    .unwrap();
+    let sub: Option<String> = with_option
+        .query_one("SELECT outseta_sub()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(sub, None, "a connection-string token was used");
+    // Set in the transaction, the same token works.
+    let mut tx = with_option.transaction().unwrap();
+    tx.execute("SELECT set_config('outseta_auth.token', $1, true)", &[&t])
+        .unwrap();
+    let sub: Option<String> = tx.query_one("SELECT outseta_sub()", &[]).unwrap().get(0);
+    assert_eq!(sub.as_deref(), Some(JANE));
+}
+
+#[test]
+fn bad_settings_fail_when_set_with_22023() {
+    let mut su = superuser();
+    su.batch_execute("SELECT outseta_auth_version()").unwrap();
+    let cases = [
+        ("outseta_auth.algorithms", "HS256", "never allowed"),
+        ("outseta_auth.algorithms", "RS256, XS999", "unknown algorithm"),
+        ("outseta_auth.token_sources", "bogus", "unknown source"),
+        ("outseta_auth.token_sources", "cookie,cookie", "twice"),
+        ("outseta_auth.jwks_url", "http://example.com/jwks", "loopback"),
+        ("outseta_auth.jwks_url", "file:///etc/passwd", "scheme"),
+        ("outseta_auth.jwks", r#"{"keys": 5}"#, ""),
+        ("outseta_auth.domain", "https://myapp.outseta.com/", "host name"),
+    ];
+    for (setting, value, needle) in cases {
+        for sql in [
+            format!("SET {setting} = '{value}'"),
+            format!("SELECT set_config('{setting}', '{value}', true)"),
+            format!("ALTER ROLE outseta_app SET {setting} = '{value}'"),
+        ] {
+            let e = su.batch_execute(&sql).unwrap_err();
+            assert_eq!(sqlstate(&e), SqlState::INVALID_PARAMETER_VALUE, "{sql}: {e}");
+            let m = message(&e);
+            assert!(m.starts_with(&format!("invalid value for {setting}")), "{sql}: {m}");
+            assert!(m.contains(needle), "{sql}: {m}");
+        }
+    }
+    // The failed SETs left the settings as they were: verification still works.
+    let sub: String = su
+        .query_one("SELECT outseta_verify($1) ->> 'sub'", &[&token(JANE, ACME)])
+        .unwrap()
+        .get(0);
+    assert_eq!(sub, JANE);
+}
+
+#[test]
+fn signals_during_a_jwks_fetch_do_not_fail_it() {
+    // Postgres sends backends SIGUSR1 for cache invalidation, notifications, barriers and
+    // memory-context dumps; each interrupts a blocking socket read (EINTR). The fetch must
+    // carry on until its deadline instead of failing.
+    let slow = Server::start("127.0.0.1:0", Issuer::new(ISSUER)).unwrap();
+    slow.set_fault(Fault::Slow(Duration::from_millis(1500)));
+    let t = slow.mint(&TokenRequest::new(JANE, ACME));
+    let mut su = superuser();
+    su.batch_execute(&format!(
+        "SET outseta_auth.jwks_url = '{}'; SET outseta_auth.http_timeout = '10s';
+         SET outseta_auth.jwks_refresh_min_interval = '1min'",
+        slow.jwks_url()
+    ))
+    .unwrap();
+    let pid: i32 = su
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let signaller = std::thread::spawn(move || {
+        let mut other = superuser();
+        let started = Instant::now();
+        let mut sent = 0;
+        std::thread::sleep(Duration::from_millis(200));
+        while started.elapsed() < Duration::from_millis(1300) {
+            let ok: bool = other
+                .query_one("SELECT pg_log_backend_memory_contexts($1)", &[&pid])
+                .unwrap()
+                .get(0);
+            assert!(ok, "the backend was not signalled");
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sent
+    });
+    let started = Instant::now();
+    let sub: String = su
+        .query_one("SELECT outseta_verify($1) ->> 'sub'", &[&t])
+        .unwrap_or_else(|e| panic!("the fetch failed under signals: {}", message(&e)))
+        .get(0);
+    let sent = signaller.join().unwrap();
+    assert_eq!(sub, JANE);
+    assert!(sent >= 10, "only {sent} signals were sent");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    assert_eq!(slow.hits("/.well-known/jwks"), 1, "one fetch, not retried by a new request");
+}
