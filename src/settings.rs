@@ -139,7 +139,10 @@ macro_rules! string_check_hook {
 }
 
 string_check_hook!(check_domain, |v| domain_url(v).map(drop));
-string_check_hook!(check_jwks_url, |v| validate_url(v.trim(), "outseta_auth.jwks_url"));
+string_check_hook!(check_jwks_url, |v| validate_url(
+    v.trim(),
+    "outseta_auth.jwks_url"
+));
 string_check_hook!(check_jwks, |v| KeySet::parse(v.trim().as_bytes())
     .map(drop)
     .map_err(|reason| AuthError::config("outseta_auth.jwks", reason)));
@@ -160,7 +163,12 @@ unsafe extern "C-unwind" fn check_token(
     use GucSource::*;
     // SAFETY: Postgres calls this as a string check hook.
     let empty = unsafe { *newval }.is_null() || unsafe { **newval } == 0;
-    if empty || matches!(source, PGC_S_DEFAULT | PGC_S_DYNAMIC_DEFAULT | PGC_S_SESSION) {
+    if empty
+        || matches!(
+            source,
+            PGC_S_DEFAULT | PGC_S_DYNAMIC_DEFAULT | PGC_S_SESSION
+        )
+    {
         return true;
     }
     reject(

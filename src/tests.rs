@@ -755,7 +755,10 @@ mod tests {
         // The same with a literal JWKS.
         let literal = Issuer::new("https://test.outseta.com");
         let jwks = literal.jwks().to_string();
-        sql(&format!("SET outseta_auth.jwks = '{}'", jwks.replace('\'', "''")));
+        sql(&format!(
+            "SET outseta_auth.jwks = '{}'",
+            jwks.replace('\'', "''")
+        ));
         let laud = |a: Value| literal.mint(&with_claims(jane(), json!({ "aud": a })));
         assert_eq!(
             code(&laud(json!("other.outseta.com"))).as_deref(),
@@ -785,9 +788,8 @@ mod tests {
             &[bob.as_str().into()],
         )
         .unwrap();
-        let sub_of = |q: &str, arg: &str| {
-            Spi::get_one_with_args::<String>(q, &[arg.into()]).unwrap()
-        };
+        let sub_of =
+            |q: &str, arg: &str| Spi::get_one_with_args::<String>(q, &[arg.into()]).unwrap();
         assert_eq!(
             sub_of("SELECT outseta_authenticate($1) ->> 'sub'", &jane_token).as_deref(),
             Some("dQGxEz94")
@@ -805,7 +807,10 @@ mod tests {
         );
         // With no other source, '' means no token at all.
         sql("SELECT set_config('request.cookies', '', true)");
-        assert_eq!(sub_of("SELECT outseta_authenticate($1) ->> 'sub'", ""), None);
+        assert_eq!(
+            sub_of("SELECT outseta_authenticate($1) ->> 'sub'", ""),
+            None
+        );
         assert_eq!(text("SELECT outseta_sub()"), None);
     }
 

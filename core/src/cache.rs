@@ -555,16 +555,18 @@ mod tests {
         let status = &engine.status()[0];
         assert!(status.keys.is_empty());
         assert!(
-            status.last_error.as_deref().unwrap().contains("jwks_max_stale"),
+            status
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("jwks_max_stale"),
             "{:?}",
             status.last_error
         );
 
         // A successful fetch restores service.
         *fetcher.body.borrow_mut() = Ok(issuer.jwks().to_string().into_bytes());
-        engine
-            .verify(&token, &fetcher, t0 + DAY + 3600.0)
-            .unwrap();
+        engine.verify(&token, &fetcher, t0 + DAY + 3600.0).unwrap();
         assert_eq!(engine.status()[0].last_error, None);
     }
 

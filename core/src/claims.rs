@@ -223,7 +223,11 @@ mod tests {
             json!({"exp": exp, "outseta:addOnUids": ["ok", "\u{0}"]}),
             json!({"exp": exp, "deep": {"er": [{"k\u{0}": 1}]}}),
         ] {
-            assert_eq!(code(claims.clone(), &Policy::default()), "malformed", "{claims}");
+            assert_eq!(
+                code(claims.clone(), &Policy::default()),
+                "malformed",
+                "{claims}"
+            );
         }
         // An escaped backslash followed by "u0000" is not a NUL.
         let ok = check(

@@ -226,7 +226,10 @@ mod tests {
         );
         // An explicit audience list wins.
         let p = Policy::new("RS256", "", "a, b", 30).unwrap();
-        assert_eq!(p.with_domain_audience("myapp.outseta.com").audiences, vec!["a", "b"]);
+        assert_eq!(
+            p.with_domain_audience("myapp.outseta.com").audiences,
+            vec!["a", "b"]
+        );
     }
 
     #[test]

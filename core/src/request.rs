@@ -209,8 +209,15 @@ mod tests {
     #[test]
     fn finds_one_member() {
         let text = r#"{"a": [1, {"x": "y"}], "Outseta.nocode.accessToken": "t.o.k", "z": null}"#;
-        assert_eq!(get(text, "Outseta.nocode.accessToken").as_deref(), Some("t.o.k"));
-        assert_eq!(get(text, "outseta.nocode.accesstoken"), None, "names are exact");
+        assert_eq!(
+            get(text, "Outseta.nocode.accessToken").as_deref(),
+            Some("t.o.k")
+        );
+        assert_eq!(
+            get(text, "outseta.nocode.accesstoken"),
+            None,
+            "names are exact"
+        );
         assert_eq!(get(text, "a"), None, "not a string");
         assert_eq!(get(text, "missing"), None);
         assert_eq!(get(r#"{"k": "a\"b\u0041"}"#, "k").as_deref(), Some("a\"bA"));
@@ -220,7 +227,16 @@ mod tests {
 
     #[test]
     fn anything_but_a_json_object_has_no_token() {
-        for text in ["", "[", "[1,2]", "\"k\"", "5", "null", "{\"k\": \"v\"} x", "{\"k\":"] {
+        for text in [
+            "",
+            "[",
+            "[1,2]",
+            "\"k\"",
+            "5",
+            "null",
+            "{\"k\": \"v\"} x",
+            "{\"k\":",
+        ] {
             assert_eq!(get(text, "k"), None, "{text}");
         }
     }
@@ -233,7 +249,10 @@ mod tests {
         assert!(e.message().contains("request.cookies"), "{}", e.message());
         let at_cap = format!("{{\"k\":\"{}\"}}", "a".repeat(MAX_REQUEST_JSON_BYTES - 8));
         assert_eq!(at_cap.len(), MAX_REQUEST_JSON_BYTES);
-        assert_eq!(get(&at_cap, "k").map(|s| s.len()), Some(MAX_REQUEST_JSON_BYTES - 8));
+        assert_eq!(
+            get(&at_cap, "k").map(|s| s.len()),
+            Some(MAX_REQUEST_JSON_BYTES - 8)
+        );
     }
 
     #[test]

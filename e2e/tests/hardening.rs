@@ -48,10 +48,7 @@ fn reset_peak(pid: i32) {
 #[test]
 fn huge_request_settings_are_refused_without_allocating() {
     let mut c = app();
-    let pid: i32 = c
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     c.batch_execute("SELECT outseta_auth_version()").unwrap();
     for setting in ["request.cookies", "request.headers"] {
         let mut tx = c.transaction().unwrap();
@@ -102,7 +99,9 @@ fn a_token_cannot_be_planted_in_role_or_database_defaults() {
     let mut c = app();
     c.batch_execute("SELECT outseta_auth_version()").unwrap();
     let e = c
-        .batch_execute(&format!("ALTER ROLE outseta_app SET outseta_auth.token = '{t}'"))
+        .batch_execute(&format!(
+            "ALTER ROLE outseta_app SET outseta_auth.token = '{t}'"
+        ))
         .unwrap_err();
     assert_eq!(sqlstate(&e), SqlState::INVALID_PARAMETER_VALUE, "{e}");
     assert!(
@@ -115,7 +114,9 @@ fn a_token_cannot_be_planted_in_role_or_database_defaults() {
     // Postgres refuses placeholders in role settings to ordinary roles.
     let mut fresh = app();
     let e = fresh
-        .batch_execute(&format!("ALTER ROLE outseta_app SET outseta_auth.token = '{t}'"))
+        .batch_execute(&format!(
+            "ALTER ROLE outseta_app SET outseta_auth.token = '{t}'"
+        ))
         .unwrap_err();
     assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE, "{e}");
 
@@ -128,7 +129,11 @@ fn a_token_cannot_be_planted_in_role_or_database_defaults() {
         format!("ALTER SYSTEM SET outseta_auth.token = '{t}'"),
     ] {
         let e = su.batch_execute(&sql).unwrap_err();
-        assert_eq!(sqlstate(&e), SqlState::INVALID_PARAMETER_VALUE, "{sql}: {e}");
+        assert_eq!(
+            sqlstate(&e),
+            SqlState::INVALID_PARAMETER_VALUE,
+            "{sql}: {e}"
+        );
     }
 
     // A default stored while the library was not loaded (or before this rule existed)
@@ -184,13 +189,25 @@ fn bad_settings_fail_when_set_with_22023() {
     su.batch_execute("SELECT outseta_auth_version()").unwrap();
     let cases = [
         ("outseta_auth.algorithms", "HS256", "never allowed"),
-        ("outseta_auth.algorithms", "RS256, XS999", "unknown algorithm"),
+        (
+            "outseta_auth.algorithms",
+            "RS256, XS999",
+            "unknown algorithm",
+        ),
         ("outseta_auth.token_sources", "bogus", "unknown source"),
         ("outseta_auth.token_sources", "cookie,cookie", "twice"),
-        ("outseta_auth.jwks_url", "http://example.com/jwks", "loopback"),
-        ("outseta_auth.jwks_url", "file:///etc/passwd", "scheme"),
+        (
+            "outseta_auth.jwks_url",
+            "http://example.com/jwks",
+            "loopback",
+        ),
+        ("outseta_auth.jwks_url", "ftp://127.0.0.1/jwks", "scheme"),
         ("outseta_auth.jwks", r#"{"keys": 5}"#, ""),
-        ("outseta_auth.domain", "https://myapp.outseta.com/", "host name"),
+        (
+            "outseta_auth.domain",
+            "https://myapp.outseta.com/",
+            "host name",
+        ),
     ];
     for (setting, value, needle) in cases {
         for sql in [
@@ -199,9 +216,16 @@ fn bad_settings_fail_when_set_with_22023() {
             format!("ALTER ROLE outseta_app SET {setting} = '{value}'"),
         ] {
             let e = su.batch_execute(&sql).unwrap_err();
-            assert_eq!(sqlstate(&e), SqlState::INVALID_PARAMETER_VALUE, "{sql}: {e}");
+            assert_eq!(
+                sqlstate(&e),
+                SqlState::INVALID_PARAMETER_VALUE,
+                "{sql}: {e}"
+            );
             let m = message(&e);
-            assert!(m.starts_with(&format!("invalid value for {setting}")), "{sql}: {m}");
+            assert!(
+                m.starts_with(&format!("invalid value for {setting}")),
+                "{sql}: {m}"
+            );
             assert!(m.contains(needle), "{sql}: {m}");
         }
     }
@@ -228,10 +252,7 @@ fn signals_during_a_jwks_fetch_do_not_fail_it() {
         slow.jwks_url()
     ))
     .unwrap();
-    let pid: i32 = su
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
+    let pid: i32 = su.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let signaller = std::thread::spawn(move || {
         let mut other = superuser();
         let started = Instant::now();
@@ -257,5 +278,9 @@ fn signals_during_a_jwks_fetch_do_not_fail_it() {
     assert_eq!(sub, JANE);
     assert!(sent >= 10, "only {sent} signals were sent");
     assert!(started.elapsed() >= Duration::from_millis(1400));
-    assert_eq!(slow.hits("/.well-known/jwks"), 1, "one fetch, not retried by a new request");
+    assert_eq!(
+        slow.hits("/.well-known/jwks"),
+        1,
+        "one fetch, not retried by a new request"
+    );
 }
