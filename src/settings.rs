@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use outseta_auth_core::fetch::{domain_url, validate_url, FetchLimits};
 use outseta_auth_core::jwks::KeySet;
 use outseta_auth_core::policy::parse_algorithms;
-use outseta_auth_core::request::parse_token_sources;
+use outseta_auth_core::request::{parse_origins, parse_token_sources};
 use outseta_auth_core::{AuthError, Config, KeySource, Policy};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_guard;
@@ -47,6 +47,10 @@ pub static TOKEN_SOURCES: GucSetting<Option<CString>> =
 pub static TOKEN_COOKIE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"Outseta.nocode.accessToken"));
 pub static TOKEN_HEADER: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+pub static AUTHENTICATED_ROLE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+pub static COOKIE_ORIGINS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -148,6 +152,7 @@ string_check_hook!(check_jwks, |v| KeySet::parse(v.trim().as_bytes())
     .map_err(|reason| AuthError::config("outseta_auth.jwks", reason)));
 string_check_hook!(check_algorithms, |v| parse_algorithms(v).map(drop));
 string_check_hook!(check_token_sources, |v| parse_token_sources(v).map(drop));
+string_check_hook!(check_cookie_origins, |v| parse_origins(v).map(drop));
 
 /// `outseta_auth.token` counts only when set in the session or transaction. A value from
 /// `ALTER ROLE/DATABASE ... SET`, `ALTER SYSTEM`, postgresql.conf or the connection string
@@ -361,6 +366,20 @@ pub fn register() {
         c"A \"Bearer \" prefix is stripped.",
         &TOKEN_HEADER,
         None,
+    );
+    su_string(
+        c"outseta_auth.authenticated_role",
+        c"Role that outseta_pre_request() switches a request with a valid token to (SET LOCAL ROLE); empty: no switch.",
+        c"PostgREST's authenticator role must be a member of it.",
+        &AUTHENTICATED_ROLE,
+        None,
+    );
+    su_string(
+        c"outseta_auth.cookie_origins",
+        c"Comma list of origins (e.g. https://app.example.com) whose requests may use the token cookie; empty: any origin that is not cross-site.",
+        c"A cookie token is never used for a request whose Sec-Fetch-Site is cross-site.",
+        &COOKIE_ORIGINS,
+        Some(check_cookie_origins),
     );
     // Reserving the prefix turns a typo such as `SET outseta_auth.jwks_ur = ...` into an
     // error instead of a silently ignored placeholder.

@@ -143,18 +143,15 @@ CREATE TYPE outseta_verify_result AS (
     name = "outseta_verify_result_type",
 );
 
-/// Verify a token without raising: `(valid, claims, error_code, error)`.
+/// An `outseta_verify_result` row for `result`.
 ///
-/// The row type is taken from this function's own declared return type (by OID), never
-/// looked up by name through `search_path`, which a session could shadow with a temporary
-/// type of the same name.
-#[pg_extern(stable, parallel_safe, requires = ["outseta_verify_result_type"])]
-fn outseta_try_verify(
-    token: Option<&str>,
+/// The row type is taken from the calling function's own declared return type (by OID),
+/// never looked up by name through `search_path`, which a session could shadow with a
+/// temporary type of the same name.
+fn verify_result_row(
     fcinfo: pg_sys::FunctionCallInfo,
+    result: Result<Arc<VerifiedToken>, AuthError>,
 ) -> Result<pgrx::composite_type!('static, "outseta_verify_result"), ErrorReport> {
-    // SAFETY: Postgres passes a valid fcinfo whose flinfo describes this function.
-    let typoid = unsafe { pg_sys::get_func_rettype((*(*fcinfo).flinfo).fn_oid) };
     fn internal(e: impl std::fmt::Display) -> ErrorReport {
         ErrorReport::new(
             pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -162,11 +159,9 @@ fn outseta_try_verify(
             "outseta_auth",
         )
     }
+    // SAFETY: Postgres passes a valid fcinfo whose flinfo describes the called function.
+    let typoid = unsafe { pg_sys::get_func_rettype((*(*fcinfo).flinfo).fn_oid) };
     let mut row = PgHeapTuple::new_composite_type_by_oid(typoid).map_err(internal)?;
-    let result = match token {
-        None | Some("") => Err(AuthError::malformed("no token was given")),
-        Some(t) => verify(t),
-    };
     let filled = match result {
         Ok(v) => row
             .set_by_name("valid", true)
@@ -179,6 +174,98 @@ fn outseta_try_verify(
     filled.map_err(internal)?;
     Ok(row)
 }
+
+/// Verify a token without raising: `(valid, claims, error_code, error)`.
+#[pg_extern(stable, parallel_safe, requires = ["outseta_verify_result_type"])]
+fn outseta_try_verify(
+    token: Option<&str>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Result<pgrx::composite_type!('static, "outseta_verify_result"), ErrorReport> {
+    let result = match token {
+        None | Some("") => Err(AuthError::malformed("no token was given")),
+        Some(t) => verify(t),
+    };
+    verify_result_row(fcinfo, result)
+}
+
+/// The current request's token (per `outseta_auth.token_sources`) checked without raising:
+/// NULL when there is no token, else `(valid, claims, error_code, error)`.
+// pgrx cannot return `Result<Option<composite>>`; the only error left is internal (the row
+// type missing), raised through the same ErrorReport.
+#[pg_extern(stable, parallel_safe, requires = ["outseta_verify_result_type"])]
+fn outseta_try_current(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<pgrx::composite_type!('static, "outseta_verify_result")> {
+    let result = match with_current_token(|t| t.map(verify_bytes)) {
+        Ok(None) => return None,
+        Ok(Some(r)) => r,
+        Err(e) => Err(e),
+    };
+    match verify_result_row(fcinfo, result) {
+        Ok(row) => Some(row),
+        Err(report) => {
+            report.report(pgrx::PgLogLevel::ERROR);
+            unreachable!("ereport(ERROR) does not return")
+        }
+    }
+}
+
+// PostgREST's db-pre-request hook. In PL/pgSQL because the documented way for a function to
+// set PostgREST's HTTP status and headers is `RAISE SQLSTATE 'PGRST'` with JSON in MESSAGE
+// and DETAIL. Everything is schema-qualified: it runs under PostgREST's search_path.
+extension_sql!(
+    r#"
+CREATE FUNCTION outseta_pre_request() RETURNS void
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    r @extschema@.outseta_verify_result := @extschema@.outseta_try_current();
+    role_name text;
+    status int;
+    www text;
+BEGIN
+    IF r.valid IS NULL THEN
+        RETURN;  -- no token: the request stays on PostgREST's anonymous role
+    END IF;
+    IF r.valid THEN
+        role_name := pg_catalog.current_setting('outseta_auth.authenticated_role');
+        IF role_name <> '' THEN
+            -- as SET LOCAL ROLE: PostgREST's authenticator must be a member of the role
+            PERFORM pg_catalog.set_config('role', role_name, true);
+        END IF;
+        RETURN;
+    END IF;
+    IF r.error_code = 'jwks_unavailable' THEN
+        status := 503;
+        www := NULL;
+    ELSIF r.error_code = 'config_error' THEN
+        status := 500;
+        www := NULL;
+    ELSE
+        status := 401;
+        -- RFC 6750: error_description is printable ASCII without '"' and ''.
+        www := pg_catalog.format('Bearer error="invalid_token", error_description="%s"',
+            pg_catalog.left(pg_catalog.regexp_replace(r.error,
+                '[^ !#-[]-~]', '', 'g'), 200));
+    END IF;
+    RAISE SQLSTATE 'PGRST' USING
+        MESSAGE = pg_catalog.json_build_object(
+            'code', r.error_code,
+            'message', r.error,
+            'details', NULL,
+            'hint', CASE WHEN status = 401
+                         THEN 'Sign in again to get a fresh Outseta access token.' END)::text,
+        DETAIL = pg_catalog.json_build_object(
+            'status', status,
+            'headers', CASE WHEN www IS NULL THEN pg_catalog.json_build_object()
+                            ELSE pg_catalog.json_build_object('WWW-Authenticate', www) END)::text;
+END
+$fn$;
+COMMENT ON FUNCTION outseta_pre_request() IS
+    'PostgREST db-pre-request: no token stays anonymous; a valid token switches to outseta_auth.authenticated_role; a bad token ends the request with HTTP 401 and WWW-Authenticate';
+"#,
+    name = "outseta_pre_request",
+    requires = [outseta_try_current],
+);
 
 /// Verify `token` and make it the `outseta_auth.token` setting for the rest of the
 /// transaction; returns its claims.

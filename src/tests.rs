@@ -583,7 +583,7 @@ mod tests {
     }
 
     // Non-loopback http, HS256 and other bad values now fail at SET (check hooks); a client
-    // sees that in e2e/tests/hardening.rs (bad_settings_fail_when_set_with_22023).
+    // sees that in tests/e2e/tests/hardening.rs (bad_settings_fail_when_set_with_22023).
 
     #[pg_test]
     fn issuer_and_audience() {

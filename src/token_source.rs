@@ -9,7 +9,9 @@ use std::cell::RefCell;
 use std::ffi::CStr;
 use std::rc::Rc;
 
-use outseta_auth_core::request::{json_member, parse_token_sources, TokenSource};
+use outseta_auth_core::request::{
+    cookie_allowed, json_member, json_members, parse_origins, parse_token_sources, TokenSource,
+};
 use outseta_auth_core::AuthError;
 use pgrx::pg_sys;
 
@@ -57,9 +59,44 @@ impl JsonPick {
     }
 }
 
+/// The CSRF verdict for the cookie, cached by the `request.headers` text and the settings
+/// generation (so a per-row accessor compares bytes instead of parsing JSON).
+#[derive(Default)]
+struct CookieGate {
+    headers: Vec<u8>,
+    generation: u64,
+    allowed: bool,
+}
+
+impl CookieGate {
+    fn allowed(&mut self, headers: &[u8]) -> Result<bool, AuthError> {
+        let generation = settings::generation();
+        if self.generation != generation || self.headers != headers {
+            let [site, origin] =
+                json_members(headers, ["sec-fetch-site", "origin"], "request.headers")?;
+            let origins = parse_origins(borrow_str(&settings::COOKIE_ORIGINS))?;
+            self.allowed = cookie_allowed(site.as_deref(), origin.as_deref(), &origins);
+            self.headers = headers.to_vec();
+            self.generation = generation;
+        }
+        Ok(self.allowed)
+    }
+}
+
 thread_local! {
     static COOKIES: RefCell<JsonPick> = RefCell::new(JsonPick::default());
     static HEADERS: RefCell<JsonPick> = RefCell::new(JsonPick::default());
+    static GATE: RefCell<CookieGate> = RefCell::new(CookieGate::default());
+}
+
+/// False when `request.headers` show a cross-site browser request (see
+/// [`cookie_allowed`]): the cookie then carries no identity and the request is anonymous.
+fn cookie_may_be_used() -> Result<bool, AuthError> {
+    let headers = other_setting(c"request.headers");
+    if headers.is_empty() {
+        return Ok(true);
+    }
+    GATE.with_borrow_mut(|g| g.allowed(headers))
 }
 
 pub fn strip_bearer_prefix(t: &str) -> &str {
@@ -112,7 +149,9 @@ pub fn with_current_token<R>(f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, Au
             TokenSource::Cookie => {
                 let cookie = borrow_str(&settings::TOKEN_COOKIE);
                 if let Some(t) = from_json_setting(&COOKIES, c"request.cookies", cookie, false)? {
-                    return Ok(f(Some(t.as_bytes())));
+                    if cookie_may_be_used()? {
+                        return Ok(f(Some(t.as_bytes())));
+                    }
                 }
             }
             TokenSource::Header => {

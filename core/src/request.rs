@@ -78,6 +78,16 @@ pub fn json_member(
     key: &str,
     setting: &'static str,
 ) -> Result<Option<String>, AuthError> {
+    let [found] = json_members(text, [key], setting)?;
+    Ok(found)
+}
+
+/// As [`json_member`], for several members in one pass.
+pub fn json_members<const N: usize>(
+    text: &[u8],
+    keys: [&str; N],
+    setting: &'static str,
+) -> Result<[Option<String>; N], AuthError> {
     if text.len() > MAX_REQUEST_JSON_BYTES {
         return Err(AuthError::RequestTooLarge {
             setting,
@@ -85,72 +95,126 @@ pub fn json_member(
             max: MAX_REQUEST_JSON_BYTES,
         });
     }
+    let none = || std::array::from_fn(|_| None);
     let mut de = serde_json::Deserializer::from_slice(text);
-    let found = match (MemberSeed { key }).deserialize(&mut de) {
+    let found = match (MemberSeed { keys }).deserialize(&mut de) {
         Ok(found) => found,
-        Err(_) => return Ok(None),
+        Err(_) => return Ok(none()),
     };
     if de.end().is_err() {
-        return Ok(None);
+        return Ok(none());
     }
     Ok(found)
 }
 
-/// Visits one JSON object, keeping only the value of `key` (if a string) and skipping the
-/// rest without building anything.
-struct MemberSeed<'k> {
-    key: &'k str,
+/// Whether the cookie may carry identity for this request (a CSRF defence).
+///
+/// A cross-site page can make a browser send its cookies (a form POST, an image), but it
+/// cannot set request headers. So the cookie is not used when the browser says the request
+/// is cross-site (`Sec-Fetch-Site: cross-site`), or, when `allowed_origins` is not empty,
+/// when the request has an `Origin` that is not listed (`Origin: null` included). A request
+/// without these headers (not from a browser, or an old one) keeps its cookie.
+pub fn cookie_allowed(
+    sec_fetch_site: Option<&str>,
+    origin: Option<&str>,
+    allowed_origins: &[String],
+) -> bool {
+    if sec_fetch_site.is_some_and(|s| s.trim().eq_ignore_ascii_case("cross-site")) {
+        return false;
+    }
+    match origin.map(str::trim) {
+        Some(o) if !allowed_origins.is_empty() => allowed_origins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(o.trim_end_matches('/'))),
+        _ => true,
+    }
 }
 
-impl<'de> DeserializeSeed<'de> for MemberSeed<'_> {
-    type Value = Option<String>;
+/// Parse `outseta_auth.cookie_origins`: a comma list of origins such as
+/// `https://app.example.com` (scheme, host and optional port; no path).
+pub fn parse_origins(text: &str) -> Result<Vec<String>, AuthError> {
+    const SETTING: &str = "outseta_auth.cookie_origins";
+    let mut out = Vec::new();
+    for o in comma_list(text) {
+        let o = o.trim_end_matches('/').to_string();
+        let rest = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"));
+        let ok = rest.is_some_and(|host| {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        });
+        if !ok {
+            return Err(AuthError::config(
+                SETTING,
+                format!(
+                    "\"{}\" is not an origin; write it as a browser sends it, e.g. https://app.example.com",
+                    crate::error::printable(&o)
+                ),
+            ));
+        }
+        out.push(o);
+    }
+    Ok(out)
+}
+
+/// Visits one JSON object, keeping only the values of `keys` (if strings) and skipping the
+/// rest without building anything.
+struct MemberSeed<'k, const N: usize> {
+    keys: [&'k str; N],
+}
+
+impl<'de, const N: usize> DeserializeSeed<'de> for MemberSeed<'_, N> {
+    type Value = [Option<String>; N];
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for MemberSeed<'_> {
-    type Value = Option<String>;
+impl<'de, const N: usize> Visitor<'de> for MemberSeed<'_, N> {
+    type Value = [Option<String>; N];
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
+        let mut found = std::array::from_fn(|_| None);
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            if name == self.key {
-                found = map.next_value::<MaybeString>()?.0;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+            match self.keys.iter().position(|k| *k == name) {
+                Some(i) => found[i] = map.next_value::<MaybeString>()?.0,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
         Ok(found)
     }
 
-    // Anything but an object: no token here.
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
+    // Anything but an object has no members: the caller gets all None (via the error).
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(de::Error::custom("not an object"))
     }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
+        Err(E::custom("not an object"))
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
+        Err(E::custom("not an object"))
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
+        Err(E::custom("not an object"))
     }
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
+        Err(E::custom("not an object"))
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
+        Err(E::custom("not an object"))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
+        Err(E::custom("not an object"))
     }
 }
 
@@ -259,6 +323,65 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(20_000), "]".repeat(20_000));
         assert_eq!(get(&deep, "k"), None);
+    }
+
+    #[test]
+    fn several_members_in_one_pass() {
+        let h = br#"{"origin": "https://a.example", "x": [1], "sec-fetch-site": "same-origin"}"#;
+        let [site, origin, none] =
+            json_members(h, ["sec-fetch-site", "origin", "cookie"], "request.headers").unwrap();
+        assert_eq!(site.as_deref(), Some("same-origin"));
+        assert_eq!(origin.as_deref(), Some("https://a.example"));
+        assert_eq!(none, None);
+    }
+
+    #[test]
+    fn csrf_rule() {
+        let allowed = parse_origins("https://app.example.com, http://localhost:5173/").unwrap();
+        let ok = |site, origin, list: &[String]| cookie_allowed(site, origin, list);
+        // Not from a browser, or an old one: the cookie counts.
+        assert!(ok(None, None, &allowed));
+        assert!(ok(Some("same-origin"), None, &[]));
+        assert!(ok(Some("same-site"), Some("https://evil.example"), &[]));
+        // The browser says cross-site: never.
+        assert!(!ok(Some("cross-site"), None, &[]));
+        assert!(!ok(
+            Some("Cross-Site"),
+            Some("https://app.example.com"),
+            &allowed
+        ));
+        // With a list, the Origin must be in it.
+        assert!(ok(
+            Some("same-origin"),
+            Some("https://app.example.com"),
+            &allowed
+        ));
+        assert!(ok(None, Some("http://localhost:5173"), &allowed));
+        assert!(!ok(None, Some("https://evil.example"), &allowed));
+        assert!(!ok(None, Some("null"), &allowed));
+        assert!(!ok(
+            None,
+            Some("https://app.example.com.evil.example"),
+            &allowed
+        ));
+    }
+
+    #[test]
+    fn origins_parse() {
+        assert!(parse_origins("").unwrap().is_empty());
+        for bad in [
+            "app.example.com",
+            "https://a.example/path",
+            "ftp://a",
+            "https://",
+            "*",
+        ] {
+            assert_eq!(
+                parse_origins(bad).unwrap_err().code(),
+                "config_error",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub fn fixture() -> &'static Fixture {
         su.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)")).unwrap();
         su.batch_execute(&format!("CREATE DATABASE {DB}")).unwrap();
         let mut db = connect_as(port, "postgres", DB);
-        let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../sql/examples/");
+        let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sql/examples/");
         let schema = std::fs::read_to_string(format!("{examples}outseta_app.sql")).unwrap();
         let seed = std::fs::read_to_string(format!("{examples}seed.sql")).unwrap();
         db.batch_execute(&format!(

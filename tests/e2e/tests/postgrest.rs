@@ -1,0 +1,435 @@
+//! A real PostgREST 12 (the pinned binary scripts/setup installs) in front of the example
+//! schema, configured with `sql/examples/postgrest/`, spoken to over HTTP as a browser
+//! frontend would: the Outseta cookie, a header token, anonymous requests, bad tokens, and
+//! cross-site form posts.
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use outseta_dev::TokenRequest;
+use outseta_e2e::*;
+use serde_json::Value;
+
+const REST_DB: &str = "outseta_rest";
+const APP_ORIGIN: &str = "https://app.example.com";
+const COOKIE: &str = "Outseta.nocode.accessToken";
+
+struct Rest {
+    base: String,
+    _child: Mutex<Child>,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run these tests through scripts/e2e"))
+}
+
+fn examples(file: &str) -> String {
+    let path = format!("{}/../../sql/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The database, roles and settings of sql/examples (+ postgrest/roles.sql), and PostgREST
+/// running with sql/examples/postgrest/postgrest.conf on a free loopback port.
+fn rest() -> &'static Rest {
+    static R: OnceLock<Rest> = OnceLock::new();
+    R.get_or_init(|| {
+        let f = fixture();
+        let mut su = connect_as(f.port, "postgres", "postgres");
+        su.batch_execute(&format!("DROP DATABASE IF EXISTS {REST_DB} WITH (FORCE)"))
+            .unwrap();
+        su.batch_execute(&format!("CREATE DATABASE {REST_DB}"))
+            .unwrap();
+        let mut db = connect_as(f.port, "postgres", REST_DB);
+        db.batch_execute(&format!(
+            "CREATE EXTENSION outseta_auth;
+             ALTER DATABASE {REST_DB} SET outseta_auth.jwks_url = '{}';
+             ALTER DATABASE {REST_DB} SET outseta_auth.issuer = '{ISSUER}';",
+            f.server.jwks_url()
+        ))
+        .unwrap();
+        db.batch_execute(&examples("outseta_app.sql")).unwrap();
+        db.batch_execute(&examples("seed.sql")).unwrap();
+        db.batch_execute(&examples("postgrest/roles.sql")).unwrap();
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf: String = examples("postgrest/postgrest.conf")
+            .lines()
+            .map(|l| {
+                if l.starts_with("db-uri") {
+                    format!(
+                        "db-uri = \"postgres://authenticator@127.0.0.1:{}/{REST_DB}\"",
+                        f.port
+                    )
+                } else if l.starts_with("server-port") {
+                    format!("server-port = {port}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let work = env("OUTSETA_E2E_WORK");
+        let conf_path = format!("{work}/postgrest.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(env("OUTSETA_E2E_POSTGREST"))
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(format!("{work}/postgrest.log")).unwrap())
+            .spawn()
+            .expect("starting postgrest");
+        // scripts/e2e stops it on exit.
+        std::fs::File::create(format!("{work}/postgrest.pid"))
+            .unwrap()
+            .write_all(child.id().to_string().as_bytes())
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = agent().get(format!("{base}/todos?limit=0")).call() {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "PostgREST did not become ready; see {work}/postgrest.log"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Rest {
+            base,
+            _child: Mutex::new(child),
+        }
+    })
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+/// A request as the browser frontend sends it. `token` goes in Outseta's cookie.
+struct Req<'a> {
+    method: &'a str,
+    path: &'a str,
+    cookie: Option<&'a str>,
+    headers: Vec<(&'a str, String)>,
+    body: Option<(&'a str, String)>,
+}
+
+struct Resp {
+    status: u16,
+    www_authenticate: Option<String>,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+impl<'a> Req<'a> {
+    fn new(method: &'a str, path: &'a str) -> Self {
+        Req {
+            method,
+            path,
+            cookie: None,
+            headers: vec![],
+            body: None,
+        }
+    }
+    fn cookie(mut self, token: &'a str) -> Self {
+        self.cookie = Some(token);
+        self
+    }
+    fn header(mut self, name: &'a str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+    fn json(mut self, body: Value) -> Self {
+        self.body = Some(("application/json", body.to_string()));
+        self
+    }
+    fn form(mut self, body: &str) -> Self {
+        self.body = Some(("application/x-www-form-urlencoded", body.to_string()));
+        self
+    }
+    fn send(self) -> Resp {
+        let url = format!("{}{}", rest().base, self.path);
+        let a = agent();
+        let mut headers = self.headers;
+        if let Some(t) = self.cookie {
+            headers.push(("Cookie", format!("theme=dark; {COOKIE}={t}")));
+        }
+        let result = match (self.method, self.body) {
+            ("GET", None) => headers
+                .iter()
+                .fold(a.get(&url), |r, (k, v)| r.header(*k, v))
+                .call(),
+            ("DELETE", None) => headers
+                .iter()
+                .fold(a.delete(&url), |r, (k, v)| r.header(*k, v))
+                .call(),
+            ("POST", Some((ct, body))) => headers
+                .iter()
+                .fold(a.post(&url), |r, (k, v)| r.header(*k, v))
+                .header("Content-Type", ct)
+                .send(body),
+            ("PATCH", Some((ct, body))) => headers
+                .iter()
+                .fold(a.patch(&url), |r, (k, v)| r.header(*k, v))
+                .header("Content-Type", ct)
+                .send(body),
+            (m, _) => panic!("unsupported request {m}"),
+        };
+        let mut r = result.unwrap_or_else(|e| panic!("{url}: {e}"));
+        Resp {
+            status: r.status().as_u16(),
+            www_authenticate: r
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_string()),
+            body: r.body_mut().read_to_string().unwrap(),
+        }
+    }
+}
+
+fn whoami(req: Req) -> Value {
+    let r = req.send();
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+fn titles(r: &Resp) -> Vec<String> {
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["title"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Rows with this title, counted as a superuser (RLS does not apply).
+fn count_titled(title: &str) -> i64 {
+    connect_as(fixture().port, "postgres", REST_DB)
+        .query_one("SELECT count(*) FROM todos WHERE title = $1", &[&title])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn the_cookie_reads_as_each_person() {
+    let jane = token(JANE, ACME);
+    let bob = token(BOB, GLOBEX);
+    let get = |t: &str| {
+        titles(
+            &Req::new("GET", "/todos?select=title&title=not.like.rest*&order=id")
+                .cookie(t)
+                .send(),
+        )
+    };
+    assert_eq!(get(&jane), ["Jane: renew passport", "Jane: book dentist"]);
+    assert_eq!(get(&bob), ["Bob: file expenses"]);
+    let docs = Req::new("GET", "/documents?select=title&order=id")
+        .cookie(&jane)
+        .send();
+    assert_eq!(titles(&docs), ["Acme roadmap"]);
+    let docs = Req::new("GET", "/documents?select=title&order=id")
+        .cookie(&token(JANE, GLOBEX))
+        .send();
+    assert_eq!(titles(&docs), ["Globex budget", "Globex hiring plan"]);
+}
+
+#[test]
+fn anonymous_requests_read_nothing_and_cannot_write() {
+    let r = Req::new("GET", "/todos").send();
+    assert_eq!(titles(&r), Vec::<String>::new());
+    let me = whoami(Req::new("GET", "/rpc/whoami"));
+    assert_eq!(me["role"], "anon");
+    assert_eq!(me["sub"], Value::Null);
+    let r = Req::new("POST", "/todos")
+        .json(serde_json::json!({"title": "rest-anon"}))
+        .send();
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(count_titled("rest-anon"), 0);
+}
+
+#[test]
+fn a_valid_token_switches_to_the_authenticated_role() {
+    let me = whoami(Req::new("GET", "/rpc/whoami").cookie(&token(JANE, ACME)));
+    assert_eq!(me["role"], "authenticated");
+    assert_eq!(me["sub"], JANE);
+    assert_eq!(me["account"], ACME);
+}
+
+#[test]
+fn writes_through_the_cookie_follow_the_policies() {
+    let jane = token(JANE, ACME);
+    let bob = token(BOB, GLOBEX);
+    let title = "rest-write-1";
+    let origin = ("Origin", APP_ORIGIN.to_string());
+    // POST: the row is stamped with Jane's uid by the column default.
+    let r = Req::new("POST", "/todos")
+        .cookie(&jane)
+        .header(origin.0, origin.1.clone())
+        .header("Prefer", "return=representation")
+        .json(serde_json::json!({"title": title}))
+        .send();
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()[0]["user_id"], JANE);
+    let path = format!("/todos?title=eq.{title}");
+    // PATCH by Bob matches nothing; by Jane, her row.
+    for (who, expected) in [(&bob, 0), (&jane, 1)] {
+        let r = Req::new("PATCH", &path)
+            .cookie(who)
+            .header("Prefer", "return=representation")
+            .json(serde_json::json!({"done": true}))
+            .send();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json().as_array().unwrap().len(), expected);
+    }
+    // Writing a row for someone else fails the policy's WITH CHECK. PostgREST answers 42501
+    // with 401 whenever it did not authenticate the request itself (it saw no JWT of its
+    // own), whatever the database role; unlike a bad token, no invalid_token challenge.
+    let r = Req::new("POST", "/todos")
+        .cookie(&jane)
+        .json(serde_json::json!({"title": "rest-write-other", "user_id": BOB}))
+        .send();
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.json()["code"], "42501");
+    assert!(
+        !r.www_authenticate
+            .unwrap_or_default()
+            .contains("invalid_token"),
+        "a policy refusal must not look like a bad token"
+    );
+    assert_eq!(count_titled("rest-write-other"), 0);
+    // DELETE by Bob removes nothing; by Jane, her row.
+    for (who, expected) in [(&bob, 1), (&jane, 0)] {
+        let r = Req::new("DELETE", &path).cookie(who).send();
+        assert_eq!(r.status, 204, "{}", r.body);
+        assert_eq!(count_titled(title), expected);
+    }
+}
+
+#[test]
+fn bad_tokens_get_401_with_www_authenticate_and_no_token_material() {
+    let mut expired = TokenRequest::new(JANE, ACME);
+    expired.expires_in = -3600;
+    let expired = token_with(expired);
+    let jane = token(JANE, ACME);
+    let bob = token(BOB, GLOBEX);
+    let (j, b): (Vec<&str>, Vec<&str>) = (jane.split('.').collect(), bob.split('.').collect());
+    let tampered = format!("{}.{}.{}", b[0], j[1], b[2]);
+    for (t, code, words) in [
+        (&expired, "expired", "has expired"),
+        (&tampered, "bad_signature", "bad signature"),
+        (&"not-a-token".to_string(), "malformed", "malformed"),
+    ] {
+        for req in [
+            Req::new("GET", "/todos").cookie(t),
+            Req::new("GET", "/todos").header("X-Outseta-Token", format!("Bearer {t}")),
+        ] {
+            let r = req.send();
+            assert_eq!(r.status, 401, "{}", r.body);
+            let www = r.www_authenticate.clone().expect("WWW-Authenticate");
+            assert!(
+                www.starts_with("Bearer error=\"invalid_token\", error_description=\""),
+                "{www}"
+            );
+            assert!(www.contains(words), "{www}");
+            let body = r.json();
+            assert_eq!(body["code"], code, "{body}");
+            assert!(body["message"].as_str().unwrap().contains(words), "{body}");
+            for part in t.split('.').filter(|p| p.len() > 8) {
+                assert!(!r.body.contains(part), "token material in the body");
+                assert!(!www.contains(part), "token material in the header");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_header_token_works_with_the_bearer_prefix() {
+    let bob = token(BOB, GLOBEX);
+    for value in [format!("Bearer {bob}"), bob.clone()] {
+        let me = whoami(Req::new("GET", "/rpc/whoami").header("X-Outseta-Token", value));
+        assert_eq!(me["sub"], BOB);
+        assert_eq!(me["role"], "authenticated");
+    }
+}
+
+#[test]
+fn a_cross_site_form_post_does_not_act_with_the_cookie() {
+    let jane = token(JANE, ACME);
+    // What an attacker's page makes the browser send: Jane's cookie rides along.
+    for (title, headers) in [
+        (
+            "csrf-fetch-metadata",
+            vec![
+                ("Sec-Fetch-Site", "cross-site"),
+                ("Origin", "https://evil.example"),
+            ],
+        ),
+        ("csrf-origin-only", vec![("Origin", "https://evil.example")]),
+        ("csrf-null-origin", vec![("Origin", "null")]),
+        (
+            "csrf-listed-origin-but-cross-site",
+            vec![("Sec-Fetch-Site", "cross-site"), ("Origin", APP_ORIGIN)],
+        ),
+    ] {
+        let mut req = Req::new("POST", "/todos")
+            .cookie(&jane)
+            .form(&format!("title={title}"));
+        for (k, v) in &headers {
+            req = req.header(k, *v);
+        }
+        let r = req.send();
+        assert_eq!(
+            r.status, 401,
+            "{title}: anonymous may not insert: {}",
+            r.body
+        );
+        assert_eq!(count_titled(title), 0, "{title} was written");
+        // Reads are anonymous too.
+        let mut req = Req::new("GET", "/rpc/whoami").cookie(&jane);
+        for (k, v) in &headers {
+            req = req.header(k, *v);
+        }
+        assert_eq!(whoami(req)["role"], "anon", "{title}");
+    }
+    // The same form from the app's own origin writes.
+    let title = "rest-same-origin-form";
+    let r = Req::new("POST", "/todos")
+        .cookie(&jane)
+        .header("Sec-Fetch-Site", "same-origin")
+        .header("Origin", APP_ORIGIN)
+        .form(&format!("title={title}"))
+        .send();
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(count_titled(title), 1);
+    connect_as(fixture().port, "postgres", REST_DB)
+        .execute("DELETE FROM todos WHERE title = $1", &[&title])
+        .unwrap();
+    // A header token is not a cookie: a cross-site page cannot set it, so it still counts.
+    let me = whoami(
+        Req::new("GET", "/rpc/whoami")
+            .header("Sec-Fetch-Site", "cross-site")
+            .header("X-Outseta-Token", jane.clone()),
+    );
+    assert_eq!(me["role"], "authenticated");
+}
