@@ -828,4 +828,56 @@ mod tests {
         sql("SELECT set_config('request.cookies', '[' || repeat('0,', 100000) || '0]', true)");
         text("SELECT outseta_sub()");
     }
+
+    // ---- PostgREST: the cookie's CSRF rule, outseta_try_current ----
+
+    fn set_request(cookie_token: &str, headers: Value) {
+        Spi::run_with_args(
+            "SELECT set_config('request.cookies', json_build_object('Outseta.nocode.accessToken', $1::text)::text, true),
+                    set_config('request.headers', $2, true)",
+            &[cookie_token.into(), headers.to_string().as_str().into()],
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn a_cross_site_request_does_not_use_the_cookie() {
+        let s = start();
+        let t = s.mint(&jane());
+        let sub = || text("SELECT outseta_sub()");
+        set_request(&t, json!({"sec-fetch-site": "same-origin"}));
+        assert_eq!(sub().as_deref(), Some("dQGxEz94"));
+        set_request(&t, json!({"sec-fetch-site": "cross-site"}));
+        assert_eq!(sub(), None);
+        set_request(&t, json!({"origin": "https://evil.example"}));
+        assert_eq!(
+            sub().as_deref(),
+            Some("dQGxEz94"),
+            "no origin list: any origin"
+        );
+        sql("SET outseta_auth.cookie_origins = 'https://app.example.com'");
+        assert_eq!(sub(), None, "an origin not in the list");
+        set_request(&t, json!({"origin": "https://app.example.com"}));
+        assert_eq!(sub().as_deref(), Some("dQGxEz94"));
+        // The setting source is not a cookie: unaffected.
+        set_request(&t, json!({"sec-fetch-site": "cross-site"}));
+        set_token(&s.mint(&TokenRequest::new("DQ2b7wmV", "y9gE3kWj")));
+        assert_eq!(sub().as_deref(), Some("DQ2b7wmV"));
+    }
+
+    #[pg_test]
+    fn try_current_reports_the_current_token_without_raising() {
+        let s = start();
+        let q = "SELECT row_to_json(r)::text FROM outseta_try_current() r";
+        let none = Spi::get_one::<bool>("SELECT outseta_try_current() IS NULL").unwrap();
+        assert_eq!(none, Some(true));
+        set_token(&s.mint(&jane()));
+        let ok: Value = serde_json::from_str(&text(q).unwrap()).unwrap();
+        assert_eq!(ok["valid"], true);
+        assert_eq!(ok["claims"]["sub"], "dQGxEz94");
+        set_token("x.y.z");
+        let bad: Value = serde_json::from_str(&text(q).unwrap()).unwrap();
+        assert_eq!(bad["valid"], false);
+        assert_eq!(bad["error_code"], "malformed");
+    }
 }
