@@ -7,7 +7,9 @@
 use pgrx::prelude::*;
 
 mod errors;
+mod keys;
 mod settings;
+mod shared;
 mod sql_api;
 mod token_source;
 
@@ -21,6 +23,11 @@ pub extern "C-unwind" fn _PG_init() {
     settings::register();
     // jsonwebtoken panics on first use when no crypto provider is installed.
     outseta_auth_core::verify::install_crypto_provider();
+    // SAFETY: a plain read of a flag Postgres sets while loading shared_preload_libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        // Cluster-wide keys: shared memory and the background worker.
+        shared::init();
+    }
 }
 
 /// Required by `cargo pgrx test`.

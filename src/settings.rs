@@ -24,7 +24,7 @@ use outseta_auth_core::fetch::{domain_url, validate_url, FetchLimits};
 use outseta_auth_core::jwks::KeySet;
 use outseta_auth_core::policy::parse_algorithms;
 use outseta_auth_core::request::{parse_origins, parse_token_sources};
-use outseta_auth_core::{AuthError, Config, KeySource, Policy};
+use outseta_auth_core::{AuthError, Config, KeySource, Policy, Timing};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_guard;
 use pgrx::pg_sys::{self, GucSource};
@@ -435,9 +435,14 @@ pub fn build_config() -> Result<Config, AuthError> {
             LEEWAY.get() as i64,
         )?
         .with_domain_audience(domain),
-        ttl: CACHE_TTL.get().max(1) as u64,
-        min_interval: REFRESH_MIN_INTERVAL.get().max(0) as u64,
-        max_stale: MAX_STALE.get().max(60) as u64,
-        limits: FetchLimits::from_ms(HTTP_TIMEOUT.get() as u64, HTTP_CONNECT_TIMEOUT.get() as u64),
+        timing: Timing {
+            ttl: CACHE_TTL.get().max(1) as u64,
+            min_interval: REFRESH_MIN_INTERVAL.get().max(0) as u64,
+            max_stale: MAX_STALE.get().max(60) as u64,
+            limits: FetchLimits::from_ms(
+                HTTP_TIMEOUT.get() as u64,
+                HTTP_CONNECT_TIMEOUT.get() as u64,
+            ),
+        },
     })
 }

@@ -8,7 +8,6 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use outseta_auth_core::claims::now;
-use outseta_auth_core::fetch::HttpFetcher;
 use outseta_auth_core::{AuthError, Engine, VerifiedToken};
 use pgrx::callconv::{BoxRet, FcInfo};
 use pgrx::datum::Datum;
@@ -30,6 +29,8 @@ thread_local! {
     static ENGINE: RefCell<Engine> = RefCell::new(Engine::new());
 }
 
+use crate::keys::with_keys;
+
 /// Verify `token` with the per-backend engine. Errors are returned, not raised, so that
 /// no RefCell borrow is held while Postgres unwinds.
 pub(crate) fn verify(token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
@@ -46,7 +47,7 @@ fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
             return (cached, false);
         }
         let result = match std::str::from_utf8(token) {
-            Ok(token) => engine.verify_uncached(token, &HttpFetcher, now),
+            Ok(token) => with_keys(|keys| engine.verify_uncached(token, keys, now)),
             Err(_) => Err(AuthError::malformed("the token is not valid UTF-8")),
         };
         (result, true)
@@ -376,6 +377,8 @@ fn outseta_jwks_status() -> TableIterator<
         name!(expires_at, Option<TimestampWithTimeZone>),
         name!(last_error, Option<String>),
         name!(fetch_count, i64),
+        name!(shared, bool),
+        name!(refresh_pending, bool),
         name!(token_cache_hits, i64),
         name!(token_cache_misses, i64),
     ),
@@ -383,7 +386,8 @@ fn outseta_jwks_status() -> TableIterator<
     let (rows, hits, misses) = ENGINE.with_borrow_mut(|engine| {
         // Show the configured source even before first use; a config error shows as no row.
         let _ = engine.configure(settings::generation(), settings::build_config);
-        (engine.status(), engine.hits as i64, engine.misses as i64)
+        let rows = with_keys(|keys| engine.status(keys, now()));
+        (rows, engine.hits as i64, engine.misses as i64)
     });
     let rows: Vec<_> = rows
         .into_iter()
@@ -404,6 +408,8 @@ fn outseta_jwks_status() -> TableIterator<
                 timestamptz(s.expires_at),
                 s.last_error,
                 s.fetch_count as i64,
+                s.shared,
+                s.refresh_pending,
                 hits,
                 misses,
             )
@@ -425,7 +431,7 @@ fn outseta_refresh_jwks() -> Result<i32, ErrorReport> {
     let n = ENGINE
         .with_borrow_mut(|engine| {
             engine.configure(settings::generation(), settings::build_config)?;
-            engine.refresh(&HttpFetcher, now())
+            with_keys(|keys| engine.refresh(keys, now()))
         })
         .map_err(report)?;
     Ok(n as i32)

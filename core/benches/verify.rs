@@ -5,11 +5,12 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
-use outseta_auth_core::cache::{Config, Engine, KeySource};
 use outseta_auth_core::fetch::{FetchLimits, Fetched, Fetcher};
 use outseta_auth_core::jwks::KeySet;
+use outseta_auth_core::key_store::LocalKeys;
 use outseta_auth_core::policy::Policy;
 use outseta_auth_core::{claims, verify};
+use outseta_auth_core::{Config, Engine, KeySource, Timing};
 use outseta_dev::{Issuer, TokenRequest};
 use serde_json::{json, Value};
 
@@ -80,27 +81,25 @@ fn main() {
     let cfg = Config {
         source: KeySource::Literal(jwks.clone()),
         policy: policy.clone(),
-        ttl: 300,
-        min_interval: 30,
-        max_stale: 86_400,
-        limits: FetchLimits::from_ms(5000, 2000),
+        timing: Timing::default(),
     };
     let mut engine = Engine::new();
+    let mut no_fetch = LocalKeys::new(NoFetch);
     engine.configure(1, || Ok(cfg.clone())).unwrap();
     // 2000 distinct tokens round-robin through a 1024-entry FIFO cache: every call misses.
     let cold = measure(&tokens, |t| {
-        black_box(engine.verify(t, &NoFetch, now).unwrap());
+        black_box(engine.verify(t, &mut no_fetch, now).unwrap());
     });
     let one = vec![tokens[0].clone(); TOKENS];
     let warm_last = measure(&one, |t| {
-        black_box(engine.verify(t, &NoFetch, now).unwrap());
+        black_box(engine.verify(t, &mut no_fetch, now).unwrap());
     });
     let some: Vec<String> = tokens[..500].iter().cycle().take(TOKENS).cloned().collect();
     for t in &some[..500] {
-        engine.verify(t, &NoFetch, now).unwrap();
+        engine.verify(t, &mut no_fetch, now).unwrap();
     }
     let warm_cache = measure(&some, |t| {
-        black_box(engine.verify(t, &NoFetch, now).unwrap());
+        black_box(engine.verify(t, &mut no_fetch, now).unwrap());
     });
 
     println!("core verification, {TOKENS} distinct RS256 tokens (RSA-2048), {RUNS} runs");

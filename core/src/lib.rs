@@ -6,20 +6,28 @@
 //! - [`claims`]: time/issuer/audience checks and the Outseta claims
 //! - [`policy`]: algorithms, issuers, audiences, leeway
 //! - [`fetch`]: bounded HTTP(S) fetching of a JWKS
-//! - [`cache`]: the per-backend engine tying these together with caches
+//! - [`request`]: token sources, bounded lookups in PostgREST's request settings, CSRF rule
+//! - [`config`]: what verification depends on (key source, policy, timing)
+//! - [`key_store`]: fetch rules (TTL, rate limit, backoff, max stale) and the per-backend store
+//! - [`token_cache`]: verified tokens of one backend
+//! - [`engine`]: the per-backend engine tying these together
 //! - [`error`]: the one error type
 
 pub mod b64;
-pub mod cache;
 pub mod claims;
+pub mod config;
+pub mod engine;
 pub mod error;
 pub mod fetch;
 pub mod jwks;
+pub mod key_store;
 pub mod policy;
 pub mod request;
+pub mod token_cache;
 pub mod verify;
 
-pub use cache::{Config, Engine, KeySource};
 pub use claims::VerifiedToken;
+pub use config::{Config, KeySource, Timing};
+pub use engine::Engine;
 pub use error::{AuthError, ErrorClass};
 pub use policy::Policy;

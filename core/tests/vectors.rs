@@ -3,11 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use outseta_auth_core::cache::{Config, Engine, KeySource};
 use outseta_auth_core::fetch::{FetchLimits, Fetched, Fetcher};
 use outseta_auth_core::jwks::KeySet;
+use outseta_auth_core::key_store::LocalKeys;
 use outseta_auth_core::policy::{Policy, ALL_ALGS};
 use outseta_auth_core::verify::{install_crypto_provider, parse};
+use outseta_auth_core::{Config, Engine, KeySource, Timing};
 use serde_json::{json, Value};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/");
@@ -208,16 +209,16 @@ fn rfc7515_a2_signature_verifies_but_token_is_expired() {
             Ok(Config {
                 source: KeySource::Literal(jwks.to_string()),
                 policy: Policy::default(),
-                ttl: 300,
-                min_interval: 30,
-                max_stale: 86_400,
-                limits: FetchLimits::from_ms(5000, 2000),
+                timing: Timing::default(),
             })
         })
         .unwrap();
     let now = outseta_dev::now() as f64;
     assert_eq!(
-        engine.verify(&jws, &NoFetch, now).unwrap_err().code(),
+        engine
+            .verify(&jws, &mut LocalKeys::new(NoFetch), now)
+            .unwrap_err()
+            .code(),
         "expired"
     );
 
@@ -227,7 +228,10 @@ fn rfc7515_a2_signature_verifies_but_token_is_expired() {
     tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
     assert_eq!(
-        engine.verify(&tampered, &NoFetch, now).unwrap_err().code(),
+        engine
+            .verify(&tampered, &mut LocalKeys::new(NoFetch), now)
+            .unwrap_err()
+            .code(),
         "bad_signature"
     );
 }

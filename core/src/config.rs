@@ -1,0 +1,67 @@
+//! What verification depends on, built from the settings: where keys come from, the policy,
+//! and the timing rules of the key store.
+
+use crate::fetch::FetchLimits;
+use crate::policy::Policy;
+
+/// Where keys come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeySource {
+    /// A literal JWKS document (setting `outseta_auth.jwks`).
+    Literal(String),
+    /// A URL to fetch it from (`outseta_auth.jwks_url`, or derived from `outseta_auth.domain`).
+    Url(String),
+}
+
+impl KeySource {
+    pub fn label(&self) -> &str {
+        match self {
+            KeySource::Literal(_) => "outseta_auth.jwks (literal)",
+            KeySource::Url(u) => u,
+        }
+    }
+}
+
+/// Upper bound on how long a `Cache-Control: max-age` may keep keys.
+pub const MAX_TTL: u64 = 24 * 3600;
+
+/// The key store's timing rules for one URL. Plain data (`Copy`, no pointers), so that it
+/// can also live in shared memory, where the background worker reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+pub struct Timing {
+    /// Seconds a fetched key set is fresh when the server sends no `max-age`.
+    pub ttl: u64,
+    /// Minimum seconds between two fetch attempts of one URL.
+    pub min_interval: u64,
+    /// Seconds fetched keys may be used after the last successful fetch while refreshes
+    /// fail (`outseta_auth.jwks_max_stale`); past it they are dropped.
+    pub max_stale: u64,
+    pub limits: FetchLimits,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            ttl: 300,
+            min_interval: 30,
+            max_stale: 86_400,
+            limits: FetchLimits::default(),
+        }
+    }
+}
+
+/// Everything verification depends on, built from the settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub source: KeySource,
+    pub policy: Policy,
+    pub timing: Timing,
+}
+
+impl Config {
+    /// Same keys and same rules: cached verdicts stay valid across the change.
+    pub fn same_trust(&self, other: &Config) -> bool {
+        self.source == other.source && self.policy == other.policy
+    }
+}

@@ -1,0 +1,81 @@
+//! Verified tokens of one backend, bounded by count and bytes, oldest evicted first.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::claims::VerifiedToken;
+
+pub const TOKEN_CACHE_ENTRIES: usize = 1024;
+/// Approximate bytes the token cache may hold (tokens may be up to 16 KiB each).
+pub const TOKEN_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Default)]
+pub struct TokenCache {
+    map: HashMap<Rc<str>, Arc<VerifiedToken>>,
+    order: VecDeque<(Rc<str>, usize)>,
+    bytes: usize,
+}
+
+impl TokenCache {
+    pub fn get(&self, token: &str) -> Option<&Arc<VerifiedToken>> {
+        self.map.get(token)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn insert(&mut self, token: &str, payload_len: usize, v: Arc<VerifiedToken>) {
+        let cost = 2 * token.len() + payload_len;
+        if cost > TOKEN_CACHE_BYTES || self.map.contains_key(token) {
+            return;
+        }
+        while self.map.len() >= TOKEN_CACHE_ENTRIES || self.bytes + cost > TOKEN_CACHE_BYTES {
+            let Some((old, c)) = self.order.pop_front() else {
+                break;
+            };
+            self.map.remove(&old);
+            self.bytes -= c;
+        }
+        let key: Rc<str> = Rc::from(token);
+        self.map.insert(key.clone(), v);
+        self.order.push_back((key, cost));
+        self.bytes += cost;
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::check;
+    use crate::policy::Policy;
+
+    fn verified() -> Arc<VerifiedToken> {
+        Arc::new(check(br#"{"exp": 9999999999}"#, &Policy::default(), 0.0).unwrap())
+    }
+
+    #[test]
+    fn bounded_by_entries_and_bytes() {
+        let mut c = TokenCache::default();
+        for i in 0..TOKEN_CACHE_ENTRIES + 10 {
+            c.insert(&format!("t{i}"), 10, verified());
+        }
+        assert_eq!(c.map.len(), TOKEN_CACHE_ENTRIES);
+        assert!(c.get("t0").is_none(), "oldest evicted");
+        assert!(c.get(&format!("t{}", TOKEN_CACHE_ENTRIES + 9)).is_some());
+        c.clear();
+        let big = "x".repeat(16 * 1024);
+        for i in 0..1000 {
+            c.insert(&format!("{big}{i}"), 1000, verified());
+        }
+        assert!(c.bytes <= TOKEN_CACHE_BYTES);
+        assert!(!c.is_empty());
+    }
+}

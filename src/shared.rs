@@ -1,0 +1,604 @@
+//! Cluster-wide keys: with `shared_preload_libraries = 'outseta_auth'`, one JWKS per URL
+//! lives in shared memory and a background worker does all the fetching. Backends register
+//! the URLs they need, wait (boundedly, interruptibly) for a first fetch, and otherwise
+//! only copy a URL's key set out of shared memory when its version changes: no network I/O
+//! in queries, one fetch per TTL for the whole cluster, parallel workers included.
+//!
+//! The fetch rules (TTL, `Cache-Control: max-age`, rate limit, backoff, refresh ahead of
+//! expiry, `max_stale`) are the core's [`Schedule`], kept in each slot. The timing settings
+//! of a slot are those of the backend that last asked for the URL (they are per-session
+//! settings; the worker has none of its own).
+//!
+//! A URL the store has no room for (more than [`SLOTS`]) is served by the per-backend path,
+//! with a WARNING; so is a URL whose worker is not running and that has no keys yet.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outseta_auth_core::claims::now;
+use outseta_auth_core::fetch::{validate_url, Fetcher, HttpFetcher, MAX_JWKS_BYTES};
+use outseta_auth_core::jwks::KeySet;
+use outseta_auth_core::key_store::{
+    unavailable, KeyProvider, KeySnapshot, LocalKeys, Refetch, Schedule, SourceStatus,
+};
+use outseta_auth_core::{AuthError, Timing};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+
+/// URLs the cluster can share. Shared memory: [`std::mem::size_of::<Store>()`], about
+/// 8 x 66 KiB.
+pub const SLOTS: usize = 8;
+const URL_MAX: usize = 1024;
+const BODY_MAX: usize = MAX_JWKS_BYTES as usize;
+const ERROR_MAX: usize = 512;
+/// A worker that has not looked at the store for this long is reported as not running.
+const WORKER_STALE_SECS: f64 = 10.0;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Slot {
+    used: bool,
+    /// A backend asked for a fetch (first use, unknown kid).
+    requested: bool,
+    /// ... whatever the rate limit (`outseta_refresh_jwks()`).
+    forced: bool,
+    /// The worker has a fetch of this URL under way.
+    fetching: bool,
+    url_len: u16,
+    error_len: u16,
+    body_len: u32,
+    /// Changes whenever `body` changes; 0 = no keys.
+    version: u64,
+    /// Attempts finished (success or failure): what waiting backends watch.
+    attempts_done: u64,
+    timing: Timing,
+    schedule: Schedule,
+    url: [u8; URL_MAX],
+    error: [u8; ERROR_MAX],
+    body: [u8; BODY_MAX],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Store {
+    worker_pid: i32,
+    /// The worker's process latch (`*mut Latch` in shared memory), to wake it.
+    worker_latch: usize,
+    worker_seen: f64,
+    worker_starts: u32,
+    next_version: u64,
+    slots: [Slot; SLOTS],
+}
+
+// SAFETY: plain data (numbers, bools, byte arrays, and an address into shared memory that is
+// the same in every process of the cluster); nothing points into process-local memory.
+unsafe impl PGRXSharedMemory for Store {}
+
+impl Store {
+    fn zeroed() -> Self {
+        // SAFETY: every field is a number, a bool, a byte array or a struct of those
+        // (Timing holds Durations), for which all-zero bytes are a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+// SAFETY: the name is unique to this extension.
+static STORE: PgLwLock<Store> = unsafe { PgLwLock::new(c"outseta_auth_jwks") };
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the shared store exists (the library was preloaded).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// From `_PG_init` while `shared_preload_libraries` is being processed: reserve the shared
+/// memory and register the worker.
+pub fn init() {
+    pg_shmem_init!(STORE = Store::zeroed());
+    BackgroundWorkerBuilder::new("outseta_auth JWKS worker")
+        .set_type("outseta_auth JWKS worker")
+        .set_library("outseta_auth")
+        .set_function("outseta_auth_jwks_worker")
+        .enable_shmem_access(None)
+        // No database connection: it runs from postmaster start, on a standby too.
+        .set_start_time(BgWorkerStartTime::PostmasterStart)
+        .set_restart_time(Some(Duration::from_secs(1)))
+        .load();
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Bytes of shared memory the store takes.
+pub fn shared_memory_bytes() -> usize {
+    std::mem::size_of::<Store>()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn put(dst: &mut [u8], src: &[u8]) -> usize {
+    let n = src.len().min(dst.len());
+    dst[..n].copy_from_slice(&src[..n]);
+    n
+}
+
+impl Slot {
+    fn url(&self) -> &[u8] {
+        &self.url[..self.url_len as usize]
+    }
+    fn error(&self) -> Option<String> {
+        (self.error_len > 0).then(|| text(&self.error[..self.error_len as usize]))
+    }
+    fn has_keys(&self) -> bool {
+        self.version != 0 && self.body_len > 0
+    }
+}
+
+fn worker_alive(store: &Store, now: f64) -> bool {
+    store.worker_pid != 0 && now - store.worker_seen < WORKER_STALE_SECS
+}
+
+fn wake_worker(store: &Store) {
+    if store.worker_latch != 0 {
+        // SAFETY: the address of the worker's PGPROC latch, in shared memory, set by the
+        // worker itself; SetLatch may be called on another process's latch.
+        unsafe { pg_sys::SetLatch(store.worker_latch as *mut pg_sys::Latch) }
+    }
+}
+
+/// What a backend saw of a slot, copied out under the lock.
+struct View {
+    version: u64,
+    attempts_done: u64,
+    schedule: Schedule,
+    error: Option<String>,
+    fetching: bool,
+    worker_alive: bool,
+}
+
+fn view(i: usize, now: f64) -> View {
+    let store = STORE.share();
+    let s = &store.slots[i];
+    View {
+        version: if s.has_keys() { s.version } else { 0 },
+        attempts_done: s.attempts_done,
+        schedule: s.schedule,
+        error: s.error(),
+        fetching: s.fetching,
+        worker_alive: worker_alive(&store, now),
+    }
+}
+
+struct Parsed {
+    url: String,
+    version: u64,
+    keys: Arc<KeySet>,
+    fetched_at: f64,
+}
+
+/// A backend's view of the shared store: key sets parsed once per version, and the
+/// per-backend fallback.
+pub struct SharedKeys {
+    parsed: Vec<Parsed>,
+    local: LocalKeys<HttpFetcher>,
+    /// URLs served by the per-backend path (no room in the store).
+    fallback: Vec<String>,
+}
+
+impl Default for SharedKeys {
+    fn default() -> Self {
+        SharedKeys {
+            parsed: Vec::new(),
+            local: LocalKeys::new(HttpFetcher),
+            fallback: Vec::new(),
+        }
+    }
+}
+
+enum Registered {
+    Slot(usize),
+    Full,
+}
+
+/// The slot of `url`, registering it (and asking for a first fetch) if it is new. The
+/// slot's timing becomes this backend's.
+fn register(url: &str, timing: &Timing) -> Registered {
+    {
+        let store = STORE.share();
+        if let Some(i) = store
+            .slots
+            .iter()
+            .position(|s| s.used && s.url() == url.as_bytes())
+        {
+            if store.slots[i].timing == *timing {
+                return Registered::Slot(i);
+            }
+        }
+    }
+    let mut store = STORE.exclusive();
+    let found = store
+        .slots
+        .iter()
+        .position(|s| s.used && s.url() == url.as_bytes());
+    let i = match found {
+        Some(i) => i,
+        None => {
+            let Some(i) = store.slots.iter().position(|s| !s.used) else {
+                return Registered::Full;
+            };
+            let s = &mut store.slots[i];
+            s.used = true;
+            s.requested = true;
+            s.forced = false;
+            s.fetching = false;
+            s.version = 0;
+            s.body_len = 0;
+            s.error_len = 0;
+            s.attempts_done = 0;
+            s.schedule = Schedule::default();
+            s.url_len = put(&mut s.url, url.as_bytes()) as u16;
+            wake_worker(&store);
+            i
+        }
+    };
+    store.slots[i].timing = *timing;
+    Registered::Slot(i)
+}
+
+/// Ask the worker for a fetch of slot `i` and wake it.
+fn request(i: usize, forced: bool) {
+    let mut store = STORE.exclusive();
+    store.slots[i].requested = true;
+    store.slots[i].forced |= forced;
+    wake_worker(&store);
+}
+
+/// Wait until an attempt on slot `i` finishes after `seen` attempts, at most `limit`.
+/// Interruptible: a cancel or statement_timeout ends the wait at once (57014).
+fn wait_for_attempt(i: usize, seen: u64, limit: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if STORE.share().slots[i].attempts_done != seen {
+            return true;
+        }
+        let left = limit.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        let ms = left.as_millis().clamp(1, 10) as std::ffi::c_long;
+        // SAFETY: MyLatch is this backend's own latch; WaitLatch/ResetLatch are the
+        // standard wait primitives (no lock is held here).
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                ms,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+    }
+}
+
+impl SharedKeys {
+    /// The parsed key set of slot `i` at `version`, copying and parsing it only when the
+    /// version is new to this backend.
+    fn snapshot(&mut self, i: usize, url: &str, version: u64) -> Result<KeySnapshot, AuthError> {
+        if let Some(p) = self
+            .parsed
+            .iter()
+            .find(|p| p.url == url && p.version == version)
+        {
+            return Ok(KeySnapshot {
+                keys: p.keys.clone(),
+                fetched_at: p.fetched_at,
+                version,
+            });
+        }
+        let (body, fetched_at, current) = {
+            let store = STORE.share();
+            let s = &store.slots[i];
+            (
+                s.body[..s.body_len as usize].to_vec(),
+                s.schedule.fetched_at,
+                s.version,
+            )
+        };
+        // The worker stored only bodies that parse; a failure here is a bug, reported.
+        let keys = Arc::new(
+            KeySet::parse(&body).map_err(|cause| AuthError::JwksUnavailable {
+                url: url.to_string(),
+                cause: format!("the shared key set does not parse: {cause}"),
+            })?,
+        );
+        self.parsed.retain(|p| p.url != url);
+        self.parsed.push(Parsed {
+            url: url.to_string(),
+            version: current,
+            keys: keys.clone(),
+            fetched_at,
+        });
+        Ok(KeySnapshot {
+            keys,
+            fetched_at,
+            version: current,
+        })
+    }
+}
+
+impl KeyProvider for SharedKeys {
+    fn keys(
+        &mut self,
+        url: &str,
+        timing: &Timing,
+        now: f64,
+        refetch: Refetch,
+    ) -> Result<KeySnapshot, AuthError> {
+        validate_url(url, "outseta_auth.jwks_url")?;
+        if self.fallback.iter().any(|u| u == url) {
+            return self.local.keys(url, timing, now, refetch);
+        }
+        let i = match register(url, timing) {
+            Registered::Slot(i) => i,
+            Registered::Full => {
+                pgrx::warning!(
+                    "outseta_auth: the shared JWKS store is full ({SLOTS} URLs); this backend fetches {url} itself"
+                );
+                self.fallback.push(url.to_string());
+                return self.local.keys(url, timing, now, refetch);
+            }
+        };
+        let v = view(i, now);
+        if v.version == 0 && !v.worker_alive {
+            // No keys and no worker to get them: fetch here rather than fail.
+            return self.local.keys(url, timing, now, refetch);
+        }
+        // Wait for the worker only when it is fetching, or will fetch now; never while its
+        // backoff holds a failing URL back (then the last error is the answer).
+        let may = v.fetching || v.schedule.may_attempt(now, timing, true);
+        let wait = match refetch {
+            Refetch::Now => true,
+            Refetch::IfAllowed => may,
+            Refetch::No => v.version == 0 && (v.schedule.last_attempt == 0.0 || may),
+        };
+        let v = if wait && v.worker_alive {
+            if !v.fetching || refetch == Refetch::Now {
+                request(i, refetch == Refetch::Now);
+            }
+            if !wait_for_attempt(i, v.attempts_done, timing.limits.total) && v.version == 0 {
+                return Err(AuthError::JwksUnavailable {
+                    url: url.to_string(),
+                    cause: format!(
+                        "timed out after {} ms waiting for the background worker's fetch",
+                        timing.limits.total.as_millis()
+                    ),
+                });
+            }
+            view(i, now)
+        } else {
+            v
+        };
+        if v.version == 0 {
+            return Err(unavailable(url, v.error.as_deref(), &v.schedule, timing));
+        }
+        if !v.schedule.within_max_stale(now, timing) {
+            // The worker drops such keys too; never use them meanwhile.
+            return Err(unavailable(
+                url,
+                Some("the keys are older than outseta_auth.jwks_max_stale"),
+                &v.schedule,
+                timing,
+            ));
+        }
+        self.snapshot(i, url, v.version)
+    }
+
+    fn status(&self, now: f64) -> Vec<SourceStatus> {
+        let store = *STORE.share();
+        let alive = worker_alive(&store, now);
+        let mut out: Vec<SourceStatus> = store
+            .slots
+            .iter()
+            .filter(|s| s.used)
+            .map(|s| {
+                let mut st = SourceStatus {
+                    source: text(s.url()),
+                    fetched_at: (s.schedule.fetched_at > 0.0).then_some(s.schedule.fetched_at),
+                    expires_at: (s.schedule.fetched_at > 0.0).then_some(s.schedule.expires_at),
+                    last_error: s.error(),
+                    fetch_count: s.schedule.fetch_count,
+                    shared: true,
+                    refresh_pending: s.requested || s.forced || s.fetching,
+                    ..Default::default()
+                };
+                if let Some(note) = s.schedule.dropped_note(&s.timing) {
+                    st.last_error = Some(match st.last_error {
+                        Some(e) => format!("{e}; {note}"),
+                        None => note,
+                    });
+                }
+                if !alive {
+                    let note = if store.worker_pid == 0 {
+                        "the background worker is not running".to_string()
+                    } else {
+                        format!(
+                            "the background worker (pid {}) has not been seen for {:.0} s",
+                            store.worker_pid,
+                            now - store.worker_seen
+                        )
+                    };
+                    st.last_error = Some(match st.last_error {
+                        Some(e) => format!("{note}; {e}"),
+                        None => note,
+                    });
+                }
+                if s.has_keys() {
+                    if let Ok(k) = KeySet::parse(&s.body[..s.body_len as usize]) {
+                        st.describe_keys(&k);
+                    }
+                }
+                st
+            })
+            .collect();
+        out.extend(self.local.status(now));
+        out
+    }
+}
+
+// ---- the background worker ----
+
+type Fetch = std::thread::JoinHandle<Result<outseta_auth_core::fetch::Fetched, String>>;
+
+/// The worker's main loop: every 100 ms (or when a backend wakes it), start the fetches
+/// that are due and store the ones that finished. Each fetch runs on its own thread (plain
+/// Rust, no Postgres calls, signals blocked), so one hung issuer delays no other URL.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn outseta_auth_jwks_worker(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    {
+        let mut store = STORE.exclusive();
+        // SAFETY: MyProc is this process's PGPROC, in shared memory; its latch stays valid
+        // for the life of the process. MyProcPid is set for every process.
+        unsafe {
+            store.worker_latch = &raw mut (*pg_sys::MyProc).procLatch as usize;
+            store.worker_pid = pg_sys::MyProcPid;
+        }
+        store.worker_seen = now();
+        store.worker_starts += 1;
+    }
+    log!(
+        "outseta_auth JWKS worker started ({SLOTS} URLs, {} bytes of shared memory)",
+        shared_memory_bytes()
+    );
+    let mut in_flight: [Option<(String, Timing, Fetch)>; SLOTS] = Default::default();
+    while BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
+        STORE.exclusive().worker_seen = now();
+        for (i, slot) in in_flight.iter_mut().enumerate() {
+            match slot.take() {
+                Some((url, timing, handle)) if handle.is_finished() => {
+                    let result = handle
+                        .join()
+                        .unwrap_or_else(|_| Err("the fetch thread panicked".into()));
+                    store_result(i, &url, &timing, result);
+                }
+                Some(running) => *slot = Some(running),
+                None => *slot = start_if_due(i),
+            }
+        }
+    }
+    let mut store = STORE.exclusive();
+    store.worker_pid = 0;
+    store.worker_latch = 0;
+}
+
+/// Start a fetch of slot `i` if one is due; drop keys older than `max_stale`.
+fn start_if_due(i: usize) -> Option<(String, Timing, Fetch)> {
+    let t = now();
+    let mut store = STORE.exclusive();
+    let s = &mut store.slots[i];
+    if !s.used {
+        return None;
+    }
+    let due = s.forced || s.schedule.due(t, &s.timing, s.has_keys(), s.requested);
+    if !due {
+        if s.has_keys() && !s.schedule.within_max_stale(t, &s.timing) {
+            drop_keys(s, t);
+        }
+        return None;
+    }
+    s.schedule.on_attempt(t);
+    s.fetching = true;
+    let (url, timing) = (text(s.url()), s.timing);
+    drop(store);
+    let thread_url = url.clone();
+    let handle = without_signals(move || {
+        std::thread::Builder::new()
+            .name("outseta_auth fetch".into())
+            .spawn(move || {
+                HttpFetcher
+                    .fetch(&thread_url, timing.limits)
+                    .and_then(|f| KeySet::parse(&f.body).map(|_| f))
+            })
+    });
+    match handle {
+        Ok(h) => Some((url, timing, h)),
+        Err(e) => {
+            store_result(
+                i,
+                &url,
+                &timing,
+                Err(format!("could not start a fetch: {e}")),
+            );
+            None
+        }
+    }
+}
+
+/// Run `f` (which spawns a thread) with every signal blocked, so that the new thread
+/// inherits a mask that keeps Postgres' signal handlers on the worker's own thread.
+fn without_signals<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: sigfillset/pthread_sigmask on local, initialised sigset_t values; the old
+    // mask is restored before returning.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
+fn store_result(
+    i: usize,
+    url: &str,
+    timing: &Timing,
+    result: Result<outseta_auth_core::fetch::Fetched, String>,
+) {
+    let t = now();
+    let mut store = STORE.exclusive();
+    let next = store.next_version + 1;
+    let s = &mut store.slots[i];
+    if !s.used || s.url() != url.as_bytes() {
+        return;
+    }
+    let mut bumped = false;
+    match result {
+        Ok(f) => {
+            if !s.has_keys() || s.body[..s.body_len as usize] != f.body[..] {
+                s.body_len = put(&mut s.body, &f.body) as u32;
+                s.version = next;
+                bumped = true;
+            }
+            s.schedule.on_success(t, f.max_age, timing);
+            s.error_len = 0;
+        }
+        Err(cause) => {
+            s.schedule.on_failure();
+            s.error_len = put(&mut s.error, cause.as_bytes()) as u16;
+            if s.has_keys() && !s.schedule.within_max_stale(t, &s.timing) {
+                drop_keys(s, t);
+            }
+        }
+    }
+    s.requested = false;
+    s.forced = false;
+    s.fetching = false;
+    s.attempts_done += 1;
+    if bumped {
+        store.next_version = next;
+    }
+}
+
+fn drop_keys(s: &mut Slot, t: f64) {
+    s.body_len = 0;
+    s.version = 0;
+    s.schedule.on_dropped(t);
+}
