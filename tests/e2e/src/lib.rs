@@ -1,6 +1,7 @@
-//! Fixture for the end-to-end tests: a database on the throwaway cluster that
-//! `scripts/e2e` started, with the example schema loaded and the JWKS served by an
-//! in-process outseta-dev server on 127.0.0.1.
+//! Fixture for the end-to-end tests: a database on the throwaway clusters that
+//! `scripts/e2e` started (the main one preloads the library; another does not), with the
+//! example schema loaded and the JWKS served by an in-process outseta-dev server on
+//! 127.0.0.1.
 
 use std::sync::OnceLock;
 
@@ -16,7 +17,10 @@ pub const GLOBEX: &str = "y9gE3kWj";
 
 pub struct Fixture {
     pub server: Server,
+    /// The main cluster: `shared_preload_libraries = 'outseta_auth'`.
     pub port: u16,
+    /// A cluster without preload: the library loads on first use.
+    pub nopreload_port: u16,
 }
 
 fn env_port(name: &str) -> u16 {
@@ -30,9 +34,25 @@ pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let port = env_port("OUTSETA_E2E_PGPORT");
+        let nopreload_port = env_port("OUTSETA_E2E_NOPRELOAD_PORT");
         let server = Server::start("127.0.0.1:0", Issuer::new(ISSUER)).expect("outseta-dev");
+        setup_database(port, &server);
+        setup_database(nopreload_port, &server);
+        Fixture {
+            server,
+            port,
+            nopreload_port,
+        }
+    })
+}
+
+/// The test database on the cluster at `port`: extension, application role, settings,
+/// example schema and seed.
+fn setup_database(port: u16, server: &Server) {
+    {
         let mut su = connect_as(port, "postgres", "postgres");
-        su.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)")).unwrap();
+        su.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
+            .unwrap();
         su.batch_execute(&format!("CREATE DATABASE {DB}")).unwrap();
         let mut db = connect_as(port, "postgres", DB);
         let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sql/examples/");
@@ -53,8 +73,12 @@ pub fn fixture() -> &'static Fixture {
         .unwrap();
         db.batch_execute(&schema).unwrap();
         db.batch_execute(&seed).unwrap();
-        Fixture { server, port }
-    })
+    }
+}
+
+/// A port from the environment scripts/e2e sets.
+pub fn port_of(name: &str) -> u16 {
+    env_port(name)
 }
 
 pub fn connect_as(port: u16, user: &str, db: &str) -> Client {
@@ -73,6 +97,16 @@ pub fn app() -> Client {
 /// A new superuser connection to the test database.
 pub fn superuser() -> Client {
     connect_as(fixture().port, "postgres", DB)
+}
+
+/// As [`app`], on the cluster without preload.
+pub fn app_nopreload() -> Client {
+    connect_as(fixture().nopreload_port, "outseta_app", DB)
+}
+
+/// As [`superuser`], on the cluster without preload.
+pub fn superuser_nopreload() -> Client {
+    connect_as(fixture().nopreload_port, "postgres", DB)
 }
 
 /// A token from outseta-dev's `POST /tokens`, over HTTP, as an app's own tests would get one.

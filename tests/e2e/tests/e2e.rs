@@ -463,15 +463,22 @@ fn verification_writes_nothing_read_only_and_hot_standby() {
     );
     let e = texts_with(&mut r, "x.y.z", "SELECT title FROM todos").unwrap_err();
     assert_eq!(sqlstate(&e), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+    // The standby preloads the library too: its own worker fetched the keys.
+    let shared: bool = r
+        .query_one("SELECT bool_and(shared) FROM outseta_jwks_status()", &[])
+        .unwrap()
+        .get(0);
+    assert!(shared, "the standby's keys come from its background worker");
 }
 
 #[test]
 fn trust_settings_set_before_the_library_loads_are_discarded() {
-    // The cluster does not preload the library: in a new session it loads on first use.
-    // Before that, `outseta_auth.*` names are mere placeholders that anyone may set; when the
-    // library defines them, Postgres re-applies such values with the privileges of the role
-    // that set them, so an ordinary role's attempt is discarded (with a WARNING).
-    let mut c = app();
+    // On the cluster that does not preload the library, it loads on first use in a new
+    // session. Before that, `outseta_auth.*` names are mere placeholders that anyone may
+    // set; when the library defines them, Postgres re-applies such values with the
+    // privileges of the role that set them, so an ordinary role's attempt is discarded
+    // (with a WARNING).
+    let mut c = app_nopreload();
     let loaded: bool = c
         .query_one(
             "SELECT count(*) > 0 FROM pg_settings WHERE name = 'outseta_auth.jwks'",
@@ -521,7 +528,9 @@ fn a_slow_jwks_server_is_bounded_and_cancel_still_works() {
     let slow = outseta_dev::Server::start("127.0.0.1:0", outseta_dev::Issuer::new(ISSUER)).unwrap();
     slow.set_fault(outseta_dev::Fault::Slow(Duration::from_secs(3)));
     let t = slow.mint(&TokenRequest::new(JANE, ACME));
-    let mut su = superuser();
+    // The per-backend path (no preload), where the query itself fetches; the shared path's
+    // waits are tested in shared.rs.
+    let mut su = superuser_nopreload();
     su.batch_execute(&format!(
         "SET outseta_auth.jwks_url = '{}'; SET outseta_auth.http_timeout = '500ms';
          SET outseta_auth.jwks_refresh_min_interval = 0",

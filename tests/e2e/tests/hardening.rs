@@ -95,9 +95,8 @@ fn huge_request_settings_are_refused_without_allocating() {
 #[test]
 fn a_token_cannot_be_planted_in_role_or_database_defaults() {
     let t = token(JANE, ACME);
-    // The application role, library loaded: refused when it tries.
+    // The application role (library preloaded): refused when it tries.
     let mut c = app();
-    c.batch_execute("SELECT outseta_auth_version()").unwrap();
     let e = c
         .batch_execute(&format!(
             "ALTER ROLE outseta_app SET outseta_auth.token = '{t}'"
@@ -110,19 +109,9 @@ fn a_token_cannot_be_planted_in_role_or_database_defaults() {
         message(&e)
     );
     assert!(!message(&e).contains(&t[..20]), "token material echoed");
-    // The application role, library not yet loaded: the name is a placeholder, and
-    // Postgres refuses placeholders in role settings to ordinary roles.
-    let mut fresh = app();
-    let e = fresh
-        .batch_execute(&format!(
-            "ALTER ROLE outseta_app SET outseta_auth.token = '{t}'"
-        ))
-        .unwrap_err();
-    assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE, "{e}");
 
-    // Not even a superuser can make it a default, once the library is loaded.
+    // Not even a superuser can make it a default.
     let mut su = superuser();
-    su.batch_execute("SELECT outseta_auth_version()").unwrap();
     for sql in [
         format!("ALTER DATABASE {DB} SET outseta_auth.token = '{t}'"),
         format!("ALTER ROLE outseta_app IN DATABASE {DB} SET outseta_auth.token = '{t}'"),
@@ -135,10 +124,43 @@ fn a_token_cannot_be_planted_in_role_or_database_defaults() {
             "{sql}: {e}"
         );
     }
+    // Nor a connection string: the connection is refused.
+    let refused = Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=outseta_app dbname={DB} options='-c outseta_auth.token={t}'",
+            fixture().port
+        ),
+        NoTls,
+    );
+    assert!(refused.is_err(), "a connection-string token was accepted");
+}
+
+#[test]
+fn without_preload_a_planted_token_is_ignored() {
+    let t = token(JANE, ACME);
+    // The application role, library not yet loaded: the name is a placeholder, and
+    // Postgres refuses placeholders in role settings to ordinary roles.
+    let mut fresh = app_nopreload();
+    let e = fresh
+        .batch_execute(&format!(
+            "ALTER ROLE outseta_app SET outseta_auth.token = '{t}'"
+        ))
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE, "{e}");
+    // Library loaded in the session: the check hook refuses it.
+    fresh
+        .batch_execute("SELECT outseta_auth_version()")
+        .unwrap();
+    let e = fresh
+        .batch_execute(&format!(
+            "ALTER ROLE outseta_app SET outseta_auth.token = '{t}'"
+        ))
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::INVALID_PARAMETER_VALUE, "{e}");
 
     // A default stored while the library was not loaded (or before this rule existed)
     // is ignored when a session of that role starts; so is one in the connection string.
-    let mut unloaded = superuser();
+    let mut unloaded = superuser_nopreload();
     unloaded
         .batch_execute(&format!(
             "DO $$ BEGIN
@@ -149,7 +171,7 @@ fn a_token_cannot_be_planted_in_role_or_database_defaults() {
              ALTER ROLE outseta_planted SET outseta_auth.token = '{t}'"
         ))
         .unwrap();
-    let mut planted = connect_as(fixture().port, "outseta_planted", DB);
+    let mut planted = connect_as(fixture().nopreload_port, "outseta_planted", DB);
     let row = planted
         .query_one(
             "SELECT outseta_sub(), current_setting('outseta_auth.token')",
@@ -165,7 +187,7 @@ fn a_token_cannot_be_planted_in_role_or_database_defaults() {
     let mut with_option = Client::connect(
         &format!(
             "host=127.0.0.1 port={} user=outseta_app dbname={DB} options='-c outseta_auth.token={t}'",
-            fixture().port
+            fixture().nopreload_port
         ),
         NoTls,
     )
@@ -175,12 +197,17 @@ fn a_token_cannot_be_planted_in_role_or_database_defaults() {
         .unwrap()
         .get(0);
     assert_eq!(sub, None, "a connection-string token was used");
-    // Set in the transaction, the same token works.
+    // Set in the transaction, the same token works (per-backend keys: shared is false).
     let mut tx = with_option.transaction().unwrap();
     tx.execute("SELECT set_config('outseta_auth.token', $1, true)", &[&t])
         .unwrap();
     let sub: Option<String> = tx.query_one("SELECT outseta_sub()", &[]).unwrap().get(0);
     assert_eq!(sub.as_deref(), Some(JANE));
+    let shared: bool = tx
+        .query_one("SELECT bool_or(shared) FROM outseta_jwks_status()", &[])
+        .unwrap()
+        .get(0);
+    assert!(!shared, "without preload the keys are per backend");
 }
 
 #[test]
