@@ -10,7 +10,8 @@
 //! settings; the worker has none of its own).
 //!
 //! A URL the store has no room for (more than [`SLOTS`]) is served by the per-backend path,
-//! with a WARNING; so is a URL whose worker is not running and that has no keys yet.
+//! with a WARNING; so is a URL with no keys yet when no worker has ever run. While the
+//! worker restarts, backends use what the store holds, or wait for it (bounded).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -158,6 +159,8 @@ struct View {
     error: Option<String>,
     fetching: bool,
     worker_alive: bool,
+    /// The worker has never run (e.g. no free background worker slot).
+    worker_never_started: bool,
 }
 
 fn view(i: usize, now: f64) -> View {
@@ -170,6 +173,7 @@ fn view(i: usize, now: f64) -> View {
         error: s.error(),
         fetching: s.fetching,
         worker_alive: worker_alive(&store, now),
+        worker_never_started: store.worker_starts == 0,
     }
 }
 
@@ -354,8 +358,10 @@ impl KeyProvider for SharedKeys {
             }
         };
         let v = view(i, now);
-        if v.version == 0 && !v.worker_alive {
-            // No keys and no worker to get them: fetch here rather than fail.
+        if v.version == 0 && v.worker_never_started {
+            // No keys, and no worker has ever run to get them (say, no free background
+            // worker slot): fetch here rather than fail. A worker that is restarting is
+            // waited for below instead.
             return self.local.keys(url, timing, now, refetch);
         }
         // Wait for the worker only when it is fetching, or will fetch now; never while its
@@ -366,7 +372,7 @@ impl KeyProvider for SharedKeys {
             Refetch::IfAllowed => may,
             Refetch::No => v.version == 0 && (v.schedule.last_attempt == 0.0 || may),
         };
-        let v = if wait && v.worker_alive {
+        let v = if wait && (v.worker_alive || v.version == 0) {
             if !v.fetching || refetch == Refetch::Now {
                 request(i, refetch == Refetch::Now);
             }
@@ -492,9 +498,15 @@ pub extern "C-unwind" fn outseta_auth_jwks_worker(_arg: pg_sys::Datum) {
             }
         }
     }
-    let mut store = STORE.exclusive();
-    store.worker_pid = 0;
-    store.worker_latch = 0;
+    {
+        let mut store = STORE.exclusive();
+        store.worker_pid = 0;
+        store.worker_latch = 0;
+    }
+    // Exit code 1: the postmaster starts the worker again after its restart time, unless
+    // the cluster is shutting down (code 0 would unregister it for good).
+    // SAFETY: proc_exit runs Postgres' exit callbacks and never returns.
+    unsafe { pg_sys::proc_exit(1) }
 }
 
 /// Start a fetch of slot `i` if one is due; drop keys older than `max_stale`.

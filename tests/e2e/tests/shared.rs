@@ -4,9 +4,9 @@
 //!
 //! Each test uses an issuer of its own (its own URL), so fetch counts are exact. They run on
 //! a preloaded cluster of their own (its store has 8 URL slots, never freed; this file uses
-//! 6); the full-store test on another.
+//! 7); the full-store test on another.
 
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use outseta_dev::{Fault, Issuer, Server, TokenRequest};
@@ -15,6 +15,14 @@ use postgres::error::SqlState;
 use postgres::Client;
 
 const JWKS: &str = "/.well-known/jwks";
+
+/// The restart test stops the cluster's worker: it runs alone (write), the others together
+/// (read).
+static WORKER: RwLock<()> = RwLock::new(());
+
+fn worker_running() -> RwLockReadGuard<'static, ()> {
+    WORKER.read().unwrap_or_else(|e| e.into_inner())
+}
 
 fn issuer() -> Server {
     Server::start("127.0.0.1:0", Issuer::new(ISSUER)).unwrap()
@@ -52,6 +60,7 @@ fn verify_sub(c: &mut Client, token: &str) -> Result<String, postgres::Error> {
 
 #[test]
 fn new_connections_share_one_fetch() {
+    let _running = worker_running();
     // A remote-like issuer: every JWKS answer takes 150 ms.
     let server = issuer();
     server.set_fault(Fault::Slow(Duration::from_millis(150)));
@@ -96,6 +105,7 @@ fn new_connections_share_one_fetch() {
 
 #[test]
 fn a_parallel_plan_causes_no_fetch() {
+    let _running = worker_running();
     let server = issuer();
     let t = server.mint(&TokenRequest::new(JANE, ACME));
     let mut c = session_for(&server);
@@ -137,6 +147,7 @@ fn a_parallel_plan_causes_no_fetch() {
 
 #[test]
 fn rotation_is_picked_up_by_every_backend_after_one_fetch() {
+    let _running = worker_running();
     let server = issuer();
     let old = server.mint(&TokenRequest::new(JANE, ACME));
     let mut conns: Vec<Client> = (0..3).map(|_| session_for(&server)).collect();
@@ -168,6 +179,7 @@ fn rotation_is_picked_up_by_every_backend_after_one_fetch() {
 
 #[test]
 fn a_cancel_during_a_wait_on_a_hung_issuer_is_57014_at_once() {
+    let _running = worker_running();
     let server = issuer();
     server.set_fault(Fault::Slow(Duration::from_secs(30)));
     let t = server.mint(&TokenRequest::new(JANE, ACME));
@@ -275,4 +287,58 @@ fn a_full_store_falls_back_to_per_backend_fetching_with_a_warning() {
         log.contains("the shared JWKS store is full (8 URLs)"),
         "a WARNING says so"
     );
+}
+
+#[test]
+fn a_stopped_worker_is_restarted_and_backends_keep_their_keys() {
+    let _alone = WORKER.write().unwrap_or_else(|e| e.into_inner());
+    let server = issuer();
+    let t = server.mint(&TokenRequest::new(JANE, ACME));
+    let mut c = session_for(&server);
+    assert_eq!(verify_sub(&mut c, &t).unwrap(), JANE);
+    // The worker of the shared-store cluster: a child of its postmaster.
+    let work = std::env::var("OUTSETA_E2E_WORK").unwrap();
+    let postmaster = std::fs::read_to_string(format!("{work}/shared/data/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    // A child of the postmaster whose process title names the worker (read from /proc).
+    let worker = || -> Option<String> {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid = e.file_name().to_str()?.to_string();
+            pid.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid = stat.rsplit(") ").next()?.split(' ').nth(1)?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (ppid == postmaster && String::from_utf8_lossy(&cmd).contains("JWKS worker"))
+                .then_some(pid)
+        })
+    };
+    let before = worker().expect("the worker runs");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &before])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Meanwhile a backend keeps using the shared keys.
+    let mut c2 = session_for(&server);
+    assert_eq!(verify_sub(&mut c2, &t).unwrap(), JANE);
+    let started = Instant::now();
+    let after = loop {
+        if let Some(pid) = worker().filter(|p| *p != before) {
+            break pid;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no new worker");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(before, after);
+    // The new worker serves a new URL.
+    let other = issuer();
+    let t2 = other.mint(&TokenRequest::new(BOB, GLOBEX));
+    let mut c3 = session_for(&other);
+    assert_eq!(verify_sub(&mut c3, &t2).unwrap(), BOB);
+    assert_eq!(other.hits(JWKS), 1);
+    assert_eq!(server.hits(JWKS), 1, "no refetch of the first URL");
 }
