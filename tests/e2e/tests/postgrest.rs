@@ -335,10 +335,21 @@ fn bad_tokens_get_401_with_www_authenticate_and_no_token_material() {
     let bob = token(BOB, GLOBEX);
     let (j, b): (Vec<&str>, Vec<&str>) = (jane.split('.').collect(), bob.split('.').collect());
     let tampered = format!("{}.{}.{}", b[0], j[1], b[2]);
+    // An error whose message quotes the token's alg: the header must stay well-formed.
+    let ps256 = {
+        let issuer = fixture().server.issuer.lock().unwrap();
+        let key = issuer.signing_key();
+        let claims = outseta_dev::outseta_claims(&TokenRequest::new(JANE, ACME), ISSUER, None);
+        key.mint_with_header(
+            &serde_json::json!({"alg": "PS256", "kid": key.kid, "typ": "JWT"}),
+            &claims,
+        )
+    };
     for (t, code, words) in [
         (&expired, "expired", "has expired"),
         (&tampered, "bad_signature", "bad signature"),
         (&"not-a-token".to_string(), "malformed", "malformed"),
+        (&ps256, "algorithm_not_allowed", "is not allowed"),
     ] {
         for req in [
             Req::new("GET", "/todos").cookie(t),
@@ -352,6 +363,12 @@ fn bad_tokens_get_401_with_www_authenticate_and_no_token_material() {
                 "{www}"
             );
             assert!(www.contains(words), "{www}");
+            // RFC 6750 quoting: one quoted description, nothing after it, no quote inside.
+            let description = www
+                .strip_prefix("Bearer error=\"invalid_token\", error_description=\"")
+                .and_then(|d| d.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("{www}"));
+            assert!(!description.contains(['"', '\\']), "{www}");
             let body = r.json();
             assert_eq!(body["code"], code, "{body}");
             assert!(body["message"].as_str().unwrap().contains(words), "{body}");
