@@ -133,3 +133,24 @@ fn mint_over_http(body: serde_json::Value) -> String {
         .unwrap_or_else(|| panic!("no token in {resp}"))
         .to_string()
 }
+
+/// Make the planner use parallel workers for `query` in this transaction, and check with
+/// EXPLAIN ANALYZE that at least one was launched.
+pub fn force_parallel(tx: &mut postgres::Transaction, query: &str) {
+    tx.batch_execute(
+        "SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0;
+         SET LOCAL min_parallel_table_scan_size = 0; SET LOCAL max_parallel_workers_per_gather = 2;",
+    )
+    .unwrap();
+    let plan: Vec<String> = tx
+        .query(&format!("EXPLAIN (ANALYZE, COSTS OFF) {query}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Workers Launched: 1") || plan.contains("Workers Launched: 2"),
+        "{plan}"
+    );
+}

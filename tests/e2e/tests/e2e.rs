@@ -308,23 +308,8 @@ fn accessors_agree_in_a_forced_parallel_plan() {
     .unwrap();
     let mut c = app();
     let mut tx = begin_with(&mut c, &token(JANE, ACME));
-    tx.batch_execute(
-        "SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0;
-         SET LOCAL min_parallel_table_scan_size = 0; SET LOCAL max_parallel_workers_per_gather = 2;",
-    )
-    .unwrap();
     let q = "SELECT count(*) FROM par_big WHERE owner = outseta_sub()";
-    let plan: Vec<String> = tx
-        .query(&format!("EXPLAIN (ANALYZE, COSTS OFF) {q}"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let plan = plan.join("\n");
-    assert!(
-        plan.contains("Workers Launched: 1") || plan.contains("Workers Launched: 2"),
-        "{plan}"
-    );
+    force_parallel(&mut tx, q);
     let parallel: i64 = tx.query_one(q, &[]).unwrap().get(0);
     tx.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
         .unwrap();
