@@ -97,6 +97,16 @@ pub enum AuthError {
         url: String,
         cause: String,
     },
+    /// Outseta's profile endpoint refused the token (HTTP 401/403), with
+    /// `outseta_auth.profile_check` on: the person was deleted or the token revoked.
+    Revoked {
+        status: u16,
+    },
+    /// The profile endpoint could not be asked, or its answer was unusable.
+    ProfileUnavailable {
+        url: String,
+        cause: String,
+    },
     /// A setting is invalid.
     Config {
         setting: &'static str,
@@ -126,7 +136,9 @@ impl AuthError {
 
     pub fn class(&self) -> ErrorClass {
         match self {
-            AuthError::JwksUnavailable { .. } => ErrorClass::Jwks,
+            AuthError::JwksUnavailable { .. } | AuthError::ProfileUnavailable { .. } => {
+                ErrorClass::Jwks
+            }
             AuthError::Config { .. } => ErrorClass::Config,
             AuthError::PermissionDenied { .. } => ErrorClass::Privilege,
             _ => ErrorClass::Token,
@@ -152,6 +164,8 @@ impl AuthError {
             AuthError::IssuerMismatch { .. } => "issuer_mismatch",
             AuthError::AudienceMismatch => "audience_mismatch",
             AuthError::JwksUnavailable { .. } => "jwks_unavailable",
+            AuthError::Revoked { .. } => "revoked",
+            AuthError::ProfileUnavailable { .. } => "profile_unavailable",
             AuthError::Config { .. } => "config_error",
             AuthError::PermissionDenied { .. } => "permission_denied",
         }
@@ -193,6 +207,12 @@ impl AuthError {
             AuthError::JwksUnavailable { url, .. } => {
                 format!("could not load the JWKS from {url}")
             }
+            AuthError::Revoked { .. } => {
+                "Outseta no longer accepts this token (profile endpoint refused it)".into()
+            }
+            AuthError::ProfileUnavailable { url, .. } => {
+                format!("could not check the token with Outseta's profile endpoint {url}")
+            }
             AuthError::Config { setting, .. } => format!("invalid value for {setting}"),
             AuthError::PermissionDenied { what, .. } => format!("permission denied for {what}"),
         }
@@ -232,6 +252,8 @@ impl AuthError {
             AuthError::IssuerMismatch { got } => format!("iss={}", printable(got)),
             AuthError::AudienceMismatch => return None,
             AuthError::JwksUnavailable { cause, .. } => cause.clone(),
+            AuthError::Revoked { status } => format!("the profile endpoint answered HTTP {status}"),
+            AuthError::ProfileUnavailable { cause, .. } => cause.clone(),
             AuthError::Config { reason, .. } => reason.clone(),
             AuthError::PermissionDenied { .. } => return None,
         })
@@ -260,6 +282,12 @@ impl AuthError {
                 "A real HTTP request's cookies and headers are far smaller; send the token in outseta_auth.token instead."
             }
             AuthError::PermissionDenied { hint, .. } => hint,
+            AuthError::Revoked { .. } => {
+                "The person may have been deleted or signed out in Outseta; sign in again for a new token."
+            }
+            AuthError::ProfileUnavailable { .. } => {
+                "Check that the database server can reach outseta_auth.profile_url (default https://<domain>/api/v1/profile?fields=*); with outseta_auth.profile_check on, tokens fail closed until it answers."
+            }
             AuthError::JwksUnavailable { .. } => {
                 "Check that the database server can reach the JWKS URL, or set outseta_auth.jwks to a literal key set."
             }

@@ -11,6 +11,8 @@
 //! - [`key_store`]: fetch rules (TTL, rate limit, backoff, max stale) and the per-backend store
 //! - [`token_cache`]: verified tokens of one backend
 //! - [`engine`]: the per-backend engine tying these together
+//! - [`profile`]: Outseta's profile endpoint (second verification method) and its cache
+//! - [`webhook`]: webhook signatures (HMAC-SHA256)
 //! - [`error`]: the one error type
 
 pub mod b64;
@@ -22,9 +24,11 @@ pub mod fetch;
 pub mod jwks;
 pub mod key_store;
 pub mod policy;
+pub mod profile;
 pub mod request;
 pub mod token_cache;
 pub mod verify;
+pub mod webhook;
 
 pub use claims::VerifiedToken;
 pub use config::{Config, KeySource, Timing};
