@@ -291,7 +291,18 @@ pub struct Issuer {
     pub max_age: Option<u64>,
     /// Requests seen, by path.
     pub hits: HashMap<String, u64>,
+    /// People known to the profile endpoint: custom properties, and whether deleted.
+    pub people: HashMap<String, Person>,
+    /// Fault of the profile endpoint (`POST /fault {"target": "profile", ...}`).
+    pub profile_fault: Fault,
     next_kid: u32,
+}
+
+/// What the profile endpoint knows of a person beyond the token's claims.
+#[derive(Debug, Clone, Default)]
+pub struct Person {
+    pub deleted: bool,
+    pub properties: Map<String, Value>,
 }
 
 impl Issuer {
@@ -307,6 +318,8 @@ impl Issuer {
             fault: Fault::None,
             max_age: None,
             hits: HashMap::new(),
+            people: HashMap::new(),
+            profile_fault: Fault::None,
             next_kid: 2,
         }
     }
@@ -325,6 +338,60 @@ impl Issuer {
     }
 
     /// Add a new signing key; keep or drop the old ones. Returns the new kid.
+    /// The claims of `token` if one of this issuer's current keys signed it (RS256) and it
+    /// has not expired: what Outseta's profile endpoint checks before it answers.
+    pub fn accepts(&self, token: &str) -> Option<Value> {
+        let mut parts = token.split('.');
+        let (h, p, sig) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
+        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
+        let kid = header.get("kid").and_then(Value::as_str)?;
+        let key = self.keys.iter().find(|k| k.kid == kid)?;
+        let public = aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+            key.pair.public_key().as_ref().to_vec(),
+        );
+        public.verify(format!("{h}.{p}").as_bytes(), &sig).ok()?;
+        let exp = claims.get("exp").and_then(Value::as_f64)?;
+        (exp > now() as f64).then_some(claims)
+    }
+
+    /// The profile endpoint's answer for `token`: 200 with the profile, or 401.
+    pub fn profile(&self, token: &str) -> (u16, Value) {
+        let Some(claims) = self.accepts(token) else {
+            return (
+                401,
+                json!({"Message": "Authorization has been denied for this request."}),
+            );
+        };
+        let sub = claims["sub"].as_str().unwrap_or_default().to_string();
+        let person = self.people.get(&sub).cloned().unwrap_or_default();
+        if person.deleted {
+            return (
+                401,
+                json!({"Message": "Authorization has been denied for this request."}),
+            );
+        }
+        let mut p = json!({
+            "Uid": sub,
+            "Email": claims["email"],
+            "FirstName": claims["given_name"],
+            "LastName": claims["family_name"],
+            "FullName": claims["name"],
+            "ProfileImageS3Url": null,
+            "Account": {"Uid": claims["outseta:accountUid"]},
+        });
+        let obj = p.as_object_mut().expect("object");
+        for (k, v) in person.properties {
+            obj.insert(k, v);
+        }
+        (200, p)
+    }
+
     pub fn rotate(&mut self, keep_old: bool) -> String {
         let kid = format!("outseta-dev-{}", self.next_kid);
         self.next_kid += 1;
@@ -391,11 +458,115 @@ impl Server {
     pub fn mint(&self, req: &TokenRequest) -> String {
         self.issuer.lock().unwrap().mint(req)
     }
+
+    pub fn set_profile_fault(&self, fault: Fault) {
+        self.issuer.lock().unwrap().profile_fault = fault;
+    }
+
+    /// The profile endpoint's URL (as Outseta's `/api/v1/profile?fields=*`).
+    pub fn profile_url(&self) -> String {
+        format!("{}/api/v1/profile?fields=*", self.base_url())
+    }
+
+    /// Give person `uid` custom properties shown by the profile endpoint.
+    pub fn set_properties(&self, uid: &str, properties: Map<String, Value>) {
+        let mut i = self.issuer.lock().unwrap();
+        i.people.entry(uid.into()).or_default().properties = properties;
+    }
+
+    /// Delete (or restore) person `uid`: the profile endpoint answers 401 for their tokens.
+    pub fn set_deleted(&self, uid: &str, deleted: bool) {
+        let mut i = self.issuer.lock().unwrap();
+        i.people.entry(uid.into()).or_default().deleted = deleted;
+    }
+}
+
+/// Outseta's webhook signature of `body`: `sha256=` and the hex HMAC-SHA256 with the key
+/// given as 64 hex characters (as Outseta's dashboard shows it).
+pub fn webhook_signature(key_hex: &str, body: &[u8]) -> Result<String, String> {
+    let k = key_hex.trim();
+    if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the webhook key must be 64 hexadecimal characters".into());
+    }
+    let key: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&k[2 * i..2 * i + 2], 16).expect("hex checked"))
+        .collect();
+    let tag = hmac_sha256(&key, body);
+    Ok(format!(
+        "sha256={}",
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+}
+
+/// The body of an Outseta account webhook (e.g. "Account Updated", "Subscription Updated"):
+/// the Account with its current subscription's plan and add-ons.
+pub fn account_webhook_body(account: &str, plan: &str, add_ons: &[&str]) -> Value {
+    json!({
+        "Uid": account,
+        "Name": format!("Account {account}"),
+        "AccountStage": 3,
+        "CurrentSubscription": {
+            "Uid": format!("sub-{account}"),
+            "Plan": {"Uid": plan, "Name": format!("Plan {plan}")},
+            "SubscriptionAddOns": add_ons
+                .iter()
+                .map(|a| json!({"AddOn": {"Uid": a, "Name": format!("Add-on {a}")}}))
+                .collect::<Vec<_>>(),
+        },
+    })
+}
+
+/// POST `body` byte for byte to a loopback `http://` URL with extra headers; returns the
+/// status and the response body. Loopback only: nothing is ever sent elsewhere.
+pub fn post_raw(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other("only http:// URLs on loopback"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let addr: SocketAddr = authority
+        .parse()
+        .map_err(|_| std::io::Error::other("the URL's host must be a loopback IP:port"))?;
+    if !addr.ip().is_loopback() {
+        return Err(std::io::Error::other(
+            "outseta-dev sends to loopback addresses only",
+        ));
+    }
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    Ok((status, body.to_string()))
 }
 
 struct Request {
     method: String,
     path: String,
+    /// Header names in lower case.
+    headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
@@ -408,20 +579,28 @@ fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
     let method = parts.next().unwrap_or_default().to_string();
     let path = parts.next().unwrap_or_default().to_string();
     let mut len = 0usize;
+    let mut headers = Vec::new();
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
             break;
         }
         if let Some((k, v)) = h.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+            if k == "content-length" {
+                len = v.parse().unwrap_or(0);
             }
+            headers.push((k, v));
         }
     }
     let mut body = vec![0; len.min(1 << 16)];
     reader.read_exact(&mut body)?;
-    Ok(Request { method, path, body })
+    Ok(Request {
+        method,
+        path,
+        headers,
+        body,
+    })
 }
 
 fn respond(
@@ -434,6 +613,7 @@ fn respond(
         200 => "OK",
         302 => "Found",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         _ => "Error",
     };
@@ -491,6 +671,47 @@ fn handle(stream: TcpStream, shared: &Mutex<Issuer>) -> std::io::Result<()> {
                 Fault::Hangup => Ok(()),
             }
         }
+        ("GET", "/api/v1/profile") => {
+            let token = req
+                .headers
+                .iter()
+                .find(|(k, _)| k == "authorization")
+                .and_then(|(_, v)| v.strip_prefix("Bearer "))
+                .unwrap_or_default()
+                .to_string();
+            let (fault, (status, profile)) = {
+                let i = shared.lock().unwrap();
+                (i.profile_fault.clone(), i.profile(&token))
+            };
+            match fault {
+                Fault::None => json_response(&stream, status, &profile),
+                Fault::Status(s) => respond(&stream, s, &[], b"server error"),
+                Fault::Body(b) => respond(&stream, 200, &[], b.as_bytes()),
+                Fault::Slow(d) => {
+                    std::thread::sleep(d);
+                    json_response(&stream, status, &profile)
+                }
+                Fault::Redirect(loc) => respond(&stream, 302, &[("Location", loc)], b""),
+                Fault::Oversize(n) => respond(&stream, 200, &[], &vec![b' '; n]),
+                Fault::Hangup => Ok(()),
+            }
+        }
+        ("POST", "/people") => {
+            let Some(uid) = body.get("uid").and_then(Value::as_str) else {
+                return json_response(&stream, 400, &json!({"error": "\"uid\" is required"}));
+            };
+            let mut i = shared.lock().unwrap();
+            let person = i.people.entry(uid.to_string()).or_default();
+            if let Some(d) = body.get("deleted").and_then(Value::as_bool) {
+                person.deleted = d;
+            }
+            if let Some(Value::Object(props)) = body.get("properties") {
+                for (k, v) in props {
+                    person.properties.insert(k.clone(), v.clone());
+                }
+            }
+            json_response(&stream, 200, &json!({"ok": true}))
+        }
         ("GET", "/.well-known/openid-configuration") => {
             let i = shared.lock().unwrap();
             let iss = i.issuer.clone();
@@ -526,7 +747,12 @@ fn handle(stream: TcpStream, shared: &Mutex<Issuer>) -> std::io::Result<()> {
         }
         ("POST", "/fault") => match Fault::from_json(&body) {
             Ok(f) => {
-                shared.lock().unwrap().fault = f;
+                let mut i = shared.lock().unwrap();
+                if body.get("target").and_then(Value::as_str) == Some("profile") {
+                    i.profile_fault = f;
+                } else {
+                    i.fault = f;
+                }
                 json_response(&stream, 200, &json!({"ok": true}))
             }
             Err(e) => json_response(&stream, 400, &json!({"error": e})),
@@ -569,6 +795,39 @@ mod tests {
         let rot = post_json(&addr, "/rotate", &json!({"keep_old": false})).unwrap();
         assert_eq!(rot["kid"], "outseta-dev-2");
         assert_eq!(server.issuer.lock().unwrap().keys.len(), 1);
+    }
+
+    #[test]
+    fn profile_endpoint_and_deletion() {
+        let server = Server::start("127.0.0.1:0", Issuer::new("http://127.0.0.1")).unwrap();
+        let token = server.mint(&TokenRequest::new("p1", "a1"));
+        let i = server.issuer.lock().unwrap();
+        let (status, p) = i.profile(&token);
+        assert_eq!(status, 200);
+        assert_eq!(p["Uid"], "p1");
+        assert_eq!(p["Account"]["Uid"], "a1");
+        let tampered = with_payload(&token, br#"{"sub":"p2","exp":9999999999}"#);
+        assert_eq!(i.profile(&tampered).0, 401);
+        assert_eq!(i.profile("").0, 401);
+        drop(i);
+        server.set_properties("p1", json!({"Color": "teal"}).as_object().unwrap().clone());
+        assert_eq!(
+            server.issuer.lock().unwrap().profile(&token).1["Color"],
+            "teal"
+        );
+        server.set_deleted("p1", true);
+        assert_eq!(server.issuer.lock().unwrap().profile(&token).0, 401);
+    }
+
+    #[test]
+    fn webhook_signature_known_answer() {
+        // Computed independently with Python's hmac module.
+        let key = "6b3a55e0261b0304143f805a24924d0c1c44524821305f31d9277843b8a10f4e";
+        assert_eq!(
+            webhook_signature(key, br#"{"Uid":"wZmNw7Q2","Name":"Acme"}"#).unwrap(),
+            "sha256=0600e2ba44821b7b4372f2bc4d5e7ebd853bc51edab95fdd46a65c163adff740"
+        );
+        assert!(webhook_signature("abc", b"").is_err());
     }
 
     #[test]

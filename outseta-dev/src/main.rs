@@ -13,7 +13,10 @@ USAGE
   outseta-dev serve [--addr 127.0.0.1:8787] [--key-file F] [--issuer URL] [--audience A] [--max-age S]
       Serve GET /.well-known/jwks, GET /.well-known/openid-configuration,
       POST /tokens {\"sub\":..,\"account\":..,\"expires_in\":..}, POST /rotate {\"keep_old\":true},
-      POST /fault {\"mode\":\"status|slow|redirect|body|oversize|hangup|none\", ...}, GET /hits.
+      POST /fault {\"mode\":\"status|slow|redirect|body|oversize|hangup|none\", ...}
+      (add \"target\":\"profile\" for the profile endpoint), GET /hits,
+      GET /api/v1/profile (Bearer token; 401 unless valid and the person exists),
+      POST /people {\"uid\":..,\"properties\":{..},\"deleted\":true|false}.
       Loopback addresses only.
   outseta-dev token --key-file F --sub PERSON --account ACCOUNT [--issuer URL] [--audience A]
       [--expires-in S] [--email E] [--name N] [--plan P] [--add-on U]... [--not-primary]
@@ -21,6 +24,12 @@ USAGE
   outseta-dev tokens --key-file F --count N [--people P] [--accounts A] [--issuer URL]
       Print N lines: id, person uid, account uid, token, tab-separated (for load tests and
       benchmarks): token i is for person i % P and account i % A.
+  outseta-dev webhook --url URL --key HEX [--body JSON | --account A [--plan P] [--add-on U]...]
+      [--bad-signature]
+      POST an Outseta-style webhook to a loopback http:// URL: the body (default: an account
+      webhook with its current plan and add-ons) signed with HMAC-SHA256 under the 64-hex-digit
+      key, in x-hub-signature-256: sha256=<hex>. --bad-signature sends a wrong signature.
+      Prints the HTTP status and the response body.
   outseta-dev jwks --key-file F      Print the public JWKS of the key in F.
   outseta-dev keygen --key-file F    Create an RSA-2048 key (PKCS#8 DER) in F.
 
@@ -145,6 +154,34 @@ fn run(args: &[String]) -> Result<(), String> {
                 let t = issuer.mint(&req);
                 writeln!(out, "{i}\t{p}\t{a}\t{t}").map_err(|e| e.to_string())?;
             }
+            Ok(())
+        }
+        "webhook" => {
+            let url = flag(args, "--url").ok_or("--url is required")?;
+            let key = flag(args, "--key").ok_or("--key is required")?;
+            let body = match flag(args, "--body") {
+                Some(b) => b.to_string(),
+                None => outseta_dev::account_webhook_body(
+                    flag(args, "--account").ok_or("--body or --account is required")?,
+                    flag(args, "--plan").unwrap_or("basic"),
+                    &flags(args, "--add-on"),
+                )
+                .to_string(),
+            };
+            let mut sig = outseta_dev::webhook_signature(key, body.as_bytes())?;
+            if args.iter().any(|a| a == "--bad-signature") {
+                sig = outseta_dev::webhook_signature(&"0".repeat(64), body.as_bytes())?;
+            }
+            let (status, resp) = outseta_dev::post_raw(
+                url,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("x-hub-signature-256", &sig),
+                ],
+                body.as_bytes(),
+            )
+            .map_err(|e| format!("POST {url}: {e}"))?;
+            println!("{status} {resp}");
             Ok(())
         }
         "jwks" => {
