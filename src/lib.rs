@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 mod errors;
 mod keys;
+mod profile;
 mod settings;
 mod shared;
 mod sql_api;

@@ -24,6 +24,7 @@ use outseta_auth_core::fetch::{domain_url, validate_url, FetchLimits};
 use outseta_auth_core::jwks::KeySet;
 use outseta_auth_core::policy::parse_algorithms;
 use outseta_auth_core::request::{parse_origins, parse_token_sources};
+use outseta_auth_core::webhook::WebhookKey;
 use outseta_auth_core::{AuthError, Config, KeySource, Policy, Timing};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_guard;
@@ -53,6 +54,10 @@ pub static AUTHENTICATED_ROLE: GucSetting<Option<CString>> =
 pub static COOKIE_ORIGINS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
 
+static PROFILE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+static PROFILE_TTL: GucSetting<i32> = GucSetting::<i32>::new(60);
+static PROFILE_CHECK: GucSetting<bool> = GucSetting::<bool>::new(false);
+static WEBHOOK_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Moves whenever a superuser setting changes value.
@@ -66,6 +71,10 @@ extern "C-unwind" fn bump_str(_new: *const c_char, _extra: *mut c_void) {
 }
 
 extern "C-unwind" fn bump_int(_new: i32, _extra: *mut c_void) {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+extern "C-unwind" fn bump_bool(_new: bool, _extra: *mut c_void) {
     GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -153,6 +162,45 @@ string_check_hook!(check_jwks, |v| KeySet::parse(v.trim().as_bytes())
 string_check_hook!(check_algorithms, |v| parse_algorithms(v).map(drop));
 string_check_hook!(check_token_sources, |v| parse_token_sources(v).map(drop));
 string_check_hook!(check_cookie_origins, |v| parse_origins(v).map(drop));
+string_check_hook!(check_profile_url, |v| validate_url(
+    v.trim(),
+    "outseta_auth.profile_url"
+));
+
+/// `outseta_auth.webhook_secret` must be 64 hex characters, and may come only from the
+/// server's configuration files (postgresql.conf, `ALTER SYSTEM`) or a superuser's `SET`:
+/// role, database and function defaults are stored in catalogs that every role can read
+/// (`pg_db_role_setting`, `pg_roles.rolconfig`, `pg_proc.proconfig`), so they are refused.
+/// No message ever contains the value.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_webhook_secret(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: GucSource::Type,
+) -> bool {
+    use GucSource::*;
+    // SAFETY: Postgres calls this as a string check hook.
+    let Some(value) = (unsafe { proposed(newval) }) else {
+        return reject("the value is not valid UTF-8", None, None);
+    };
+    if value.trim().is_empty() {
+        return true;
+    }
+    if !matches!(
+        source,
+        PGC_S_DEFAULT | PGC_S_DYNAMIC_DEFAULT | PGC_S_FILE | PGC_S_ARGV | PGC_S_SESSION
+    ) {
+        return reject(
+            "outseta_auth.webhook_secret can only be set in postgresql.conf, with ALTER SYSTEM, or with SET by a superuser",
+            Some("Role, database and function settings are stored where every role can read them."),
+            Some("Use ALTER SYSTEM SET outseta_auth.webhook_secret = '...' and SELECT pg_reload_conf()."),
+        );
+    }
+    match WebhookKey::parse(value) {
+        Ok(_) => true,
+        Err(e) => reject(&e.message(), e.detail().as_deref(), None),
+    }
+}
 
 /// `outseta_auth.token` counts only when set in the session or transaction. A value from
 /// `ALTER ROLE/DATABASE ... SET`, `ALTER SYSTEM`, postgresql.conf or the connection string
@@ -381,6 +429,50 @@ pub fn register() {
         &COOKIE_ORIGINS,
         Some(check_cookie_origins),
     );
+    su_string(
+        c"outseta_auth.profile_url",
+        c"Outseta's profile endpoint (https, or http to loopback only); empty: https://<domain>/api/v1/profile?fields=*.",
+        c"Used by outseta_profile() and outseta_auth.profile_check.",
+        &PROFILE_URL,
+        Some(check_profile_url),
+    );
+    su_int(
+        c"outseta_auth.profile_ttl",
+        c"How long a profile (or a refusal) from the profile endpoint is reused for the same token.",
+        c"",
+        &PROFILE_TTL,
+        1,
+        86_400,
+        GucFlags::UNIT_S,
+    );
+    // SAFETY: the assign hook cannot panic (one atomic add).
+    unsafe {
+        GucRegistry::define_bool_guc_with_hooks(
+            c"outseta_auth.profile_check",
+            c"When on, a token is valid only if Outseta's profile endpoint also accepts it (revocation within outseta_auth.profile_ttl).",
+            c"An unreachable endpoint then fails closed (58000).",
+            &PROFILE_CHECK,
+            GucContext::Suset,
+            GucFlags::default(),
+            None,
+            Some(bump_bool),
+            None,
+        )
+    };
+    // SAFETY: `check_webhook_secret` is guarded and has the signature Postgres expects.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"outseta_auth.webhook_secret",
+            c"Outseta's webhook key (64 hex characters) for outseta_verify_webhook(); hidden from ordinary roles.",
+            c"Set it in postgresql.conf or with ALTER SYSTEM.",
+            &WEBHOOK_SECRET,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+            Some(check_webhook_secret),
+            None,
+            None,
+        )
+    };
     // Reserving the prefix turns a typo such as `SET outseta_auth.jwks_ur = ...` into an
     // error instead of a silently ignored placeholder (PostgreSQL 15 on; 14 can only warn
     // about placeholders that exist now).
@@ -454,4 +546,25 @@ pub fn build_config() -> Result<Config, AuthError> {
             ),
         },
     })
+}
+
+/// The webhook key, or why there is none (22023).
+pub fn webhook_key() -> Result<WebhookKey, AuthError> {
+    WebhookKey::parse(borrow_str(&WEBHOOK_SECRET))
+}
+
+/// Whether tokens must also be accepted by the profile endpoint.
+pub fn profile_check() -> bool {
+    PROFILE_CHECK.get()
+}
+
+/// The profile endpoint, its TTL in seconds, and the request limits.
+pub fn profile_settings() -> Result<(String, f64, FetchLimits), AuthError> {
+    let url =
+        outseta_auth_core::profile::resolve_url(borrow_str(&PROFILE_URL), borrow_str(&DOMAIN))?;
+    Ok((
+        url,
+        PROFILE_TTL.get().max(1) as f64,
+        FetchLimits::from_ms(HTTP_TIMEOUT.get() as u64, HTTP_CONNECT_TIMEOUT.get() as u64),
+    ))
 }

@@ -18,11 +18,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outseta_auth_core::claims::now;
-use outseta_auth_core::fetch::{validate_url, Fetcher, HttpFetcher, MAX_JWKS_BYTES};
+use outseta_auth_core::fetch::{validate_url, FetchLimits, Fetcher, HttpFetcher, MAX_JWKS_BYTES};
 use outseta_auth_core::jwks::KeySet;
 use outseta_auth_core::key_store::{
     unavailable, KeyProvider, KeySnapshot, LocalKeys, Refetch, Schedule, SourceStatus,
 };
+use outseta_auth_core::profile::{self, Response, MAX_PROFILE_BYTES};
+use outseta_auth_core::verify::MAX_TOKEN_BYTES;
 use outseta_auth_core::{AuthError, Timing};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
@@ -87,8 +89,72 @@ impl Store {
     }
 }
 
-// SAFETY: the name is unique to this extension.
+/// Profile requests the worker can carry at once (`outseta_profile()`, `profile_check`).
+pub const PROFILE_SLOTS: usize = 4;
+
+const FREE: u8 = 0;
+const PENDING: u8 = 1;
+const FETCHING: u8 = 2;
+const DONE: u8 = 3;
+
+/// One profile request: a backend fills it (PENDING), the worker performs it (FETCHING)
+/// and answers (DONE); the backend copies the answer and frees the slot. The token is
+/// wiped when the slot is freed.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct ProfileSlot {
+    state: u8,
+    /// The backend stopped waiting (cancel, timeout): the worker frees the slot when done.
+    abandoned: bool,
+    answered: bool,
+    status: u16,
+    url_len: u16,
+    error_len: u16,
+    token_len: u32,
+    body_len: u32,
+    /// Identifies this use of the slot.
+    id: u64,
+    /// The waiting backend's process latch (`*mut Latch` in shared memory).
+    requester_latch: usize,
+    limits: FetchLimits,
+    url: [u8; URL_MAX],
+    token: [u8; MAX_TOKEN_BYTES],
+    error: [u8; ERROR_MAX],
+    body: [u8; MAX_PROFILE_BYTES],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Profiles {
+    next_id: u64,
+    slots: [ProfileSlot; PROFILE_SLOTS],
+}
+
+// SAFETY: as for Store: plain data and shared-memory addresses only.
+unsafe impl PGRXSharedMemory for Profiles {}
+
+impl Profiles {
+    fn zeroed() -> Self {
+        // SAFETY: numbers, bools, byte arrays and Durations: all-zero bytes are valid.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+impl ProfileSlot {
+    fn free(&mut self) {
+        self.token.fill(0);
+        self.body_len = 0;
+        self.token_len = 0;
+        self.state = FREE;
+        self.abandoned = false;
+        self.answered = false;
+    }
+}
+
+// SAFETY: the names are unique to this extension.
 static STORE: PgLwLock<Store> = unsafe { PgLwLock::new(c"outseta_auth_jwks") };
+// SAFETY: as above.
+static PROFILES: PgLwLock<Profiles> = unsafe { PgLwLock::new(c"outseta_auth_profiles") };
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Whether the shared store exists (the library was preloaded).
@@ -100,6 +166,7 @@ pub fn enabled() -> bool {
 /// memory and register the worker.
 pub fn init() {
     pg_shmem_init!(STORE = Store::zeroed());
+    pg_shmem_init!(PROFILES = Profiles::zeroed());
     BackgroundWorkerBuilder::new("outseta_auth JWKS worker")
         .set_type("outseta_auth JWKS worker")
         .set_library("outseta_auth")
@@ -114,7 +181,7 @@ pub fn init() {
 
 /// Bytes of shared memory the store takes.
 pub fn shared_memory_bytes() -> usize {
-    std::mem::size_of::<Store>()
+    std::mem::size_of::<Store>() + std::mem::size_of::<Profiles>()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -456,6 +523,181 @@ impl KeyProvider for SharedKeys {
     }
 }
 
+// ---- profile requests, performed by the worker ----
+
+/// Sleep on this backend's latch for up to `ms`, then act on a cancel or timeout (57014).
+fn nap(ms: i64) {
+    // SAFETY: MyLatch is this backend's own latch; no lock is held here.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pgrx::check_for_interrupts!();
+}
+
+/// Frees (or hands to the worker to free) a profile slot, whatever way the wait ends,
+/// including a cancel that unwinds out of it.
+struct SlotClaim {
+    i: usize,
+    id: u64,
+}
+
+impl Drop for SlotClaim {
+    fn drop(&mut self) {
+        let mut p = PROFILES.exclusive();
+        let s = &mut p.slots[self.i];
+        if s.id != self.id {
+            return;
+        }
+        if s.state == FETCHING {
+            s.abandoned = true;
+        } else {
+            s.free();
+        }
+    }
+}
+
+/// Ask the background worker to call the profile endpoint with `token`. `None` when there
+/// is no worker to ask (not preloaded, or no worker ever started): the caller makes the
+/// request itself. The wait is bounded by the request's own timeout (plus a margin) and
+/// ends at once on a cancel or statement_timeout (57014).
+pub fn ask_profile(
+    url: &str,
+    token: &str,
+    limits: FetchLimits,
+) -> Option<Result<Response, String>> {
+    if !enabled() || STORE.share().worker_starts == 0 {
+        return None;
+    }
+    if url.len() > URL_MAX || token.len() > MAX_TOKEN_BYTES {
+        return Some(Err("the URL or the token is too large".into()));
+    }
+    let deadline = Instant::now() + limits.total + Duration::from_millis(500);
+    let claim = loop {
+        {
+            let mut p = PROFILES.exclusive();
+            if let Some(i) = p.slots.iter().position(|s| s.state == FREE) {
+                p.next_id += 1;
+                let id = p.next_id;
+                let s = &mut p.slots[i];
+                s.id = id;
+                s.url_len = put(&mut s.url, url.as_bytes()) as u16;
+                s.token_len = put(&mut s.token, token.as_bytes()) as u32;
+                s.limits = limits;
+                s.error_len = 0;
+                s.body_len = 0;
+                s.answered = false;
+                s.abandoned = false;
+                // SAFETY: MyProc is this process's PGPROC in shared memory.
+                s.requester_latch = unsafe { &raw mut (*pg_sys::MyProc).procLatch } as usize;
+                s.state = PENDING;
+                break SlotClaim { i, id };
+            }
+        }
+        if Instant::now() >= deadline {
+            return Some(Err(format!(
+                "all {PROFILE_SLOTS} profile request slots of the background worker stayed busy"
+            )));
+        }
+        nap(5);
+    };
+    wake_worker(&STORE.share());
+    loop {
+        {
+            let p = PROFILES.share();
+            let s = &p.slots[claim.i];
+            if s.id == claim.id && s.state == DONE {
+                let answer = if s.answered {
+                    Ok(Response {
+                        status: s.status,
+                        body: s.body[..s.body_len as usize].to_vec(),
+                    })
+                } else {
+                    Err(text(&s.error[..s.error_len as usize]))
+                };
+                drop(p);
+                drop(claim);
+                return Some(answer);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Some(Err(format!(
+                "timed out after {} ms waiting for the background worker's request",
+                limits.total.as_millis()
+            )));
+        }
+        nap(10);
+    }
+}
+
+type ProfileFetch = std::thread::JoinHandle<Result<Response, String>>;
+
+/// Worker: start the request of a pending profile slot.
+fn start_profile(i: usize) -> Option<(u64, ProfileFetch)> {
+    let (id, url, token, limits) = {
+        let mut p = PROFILES.exclusive();
+        let s = &mut p.slots[i];
+        if s.state != PENDING {
+            return None;
+        }
+        s.state = FETCHING;
+        (
+            s.id,
+            text(&s.url[..s.url_len as usize]),
+            text(&s.token[..s.token_len as usize]),
+            s.limits,
+        )
+    };
+    let started = without_signals(move || {
+        std::thread::Builder::new()
+            .name("outseta_auth profile".into())
+            .spawn(move || profile::fetch(&url, &token, limits))
+    });
+    match started {
+        Ok(h) => Some((id, h)),
+        Err(e) => {
+            answer_profile(i, id, Err(format!("could not start the request: {e}")));
+            None
+        }
+    }
+}
+
+/// Worker: store a profile answer and wake the backend waiting for it.
+fn answer_profile(i: usize, id: u64, answer: Result<Response, String>) {
+    let mut p = PROFILES.exclusive();
+    let s = &mut p.slots[i];
+    if s.id != id || s.state != FETCHING {
+        return;
+    }
+    if s.abandoned {
+        s.free();
+        return;
+    }
+    match answer {
+        Ok(r) => {
+            s.answered = true;
+            s.status = r.status;
+            s.body_len = put(&mut s.body, &r.body) as u32;
+        }
+        Err(e) => {
+            s.answered = false;
+            s.error_len = put(&mut s.error, e.as_bytes()) as u16;
+        }
+    }
+    s.token.fill(0);
+    s.state = DONE;
+    if s.requester_latch != 0 {
+        // SAFETY: the latch of the waiting backend's PGPROC, in shared memory; SetLatch may
+        // be called on another process's latch.
+        unsafe { pg_sys::SetLatch(s.requester_latch as *mut pg_sys::Latch) }
+    }
+}
+
 // ---- the background worker ----
 
 type Fetch = std::thread::JoinHandle<Result<outseta_auth_core::fetch::Fetched, String>>;
@@ -483,7 +725,37 @@ pub extern "C-unwind" fn outseta_auth_jwks_worker(_arg: pg_sys::Datum) {
         shared_memory_bytes()
     );
     let mut in_flight: [Option<(String, Timing, Fetch)>; SLOTS] = Default::default();
-    while BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
+    let mut profiles_in_flight: [Option<(u64, ProfileFetch)>; PROFILE_SLOTS] = Default::default();
+    // A slot left FETCHING by a previous incarnation of the worker is asked again.
+    {
+        let mut p = PROFILES.exclusive();
+        for s in p.slots.iter_mut().filter(|s| s.state == FETCHING) {
+            s.state = PENDING;
+        }
+    }
+    let mut nap = Duration::from_millis(100);
+    while BackgroundWorker::wait_latch(Some(nap)) {
+        // A backend waits for each profile request: look at finished ones every 5 ms.
+        nap = if profiles_in_flight.iter().any(Option::is_some) {
+            Duration::from_millis(5)
+        } else {
+            Duration::from_millis(100)
+        };
+        for (i, slot) in profiles_in_flight.iter_mut().enumerate() {
+            match slot.take() {
+                Some((id, handle)) if handle.is_finished() => {
+                    let answer = handle
+                        .join()
+                        .unwrap_or_else(|_| Err("the request thread panicked".into()));
+                    answer_profile(i, id, answer);
+                }
+                Some(running) => *slot = Some(running),
+                None => *slot = start_profile(i),
+            }
+        }
+        if profiles_in_flight.iter().any(Option::is_some) {
+            nap = Duration::from_millis(5);
+        }
         STORE.exclusive().worker_seen = now();
         for (i, slot) in in_flight.iter_mut().enumerate() {
             match slot.take() {
@@ -553,8 +825,8 @@ fn start_if_due(i: usize) -> Option<(String, Timing, Fetch)> {
 }
 
 /// Run `f` (which spawns a thread) with every signal blocked, so that the new thread
-/// inherits a mask that keeps Postgres' signal handlers on the worker's own thread.
-fn without_signals<R>(f: impl FnOnce() -> R) -> R {
+/// inherits a mask that keeps Postgres' signal handlers on the process's own thread.
+pub fn without_signals<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: sigfillset/pthread_sigmask on local, initialised sigset_t values; the old
     // mask is restored before returning.
     unsafe {

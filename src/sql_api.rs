@@ -57,7 +57,8 @@ fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
         // query cancel or statement_timeout that arrived meanwhile before going on.
         pgrx::check_for_interrupts!();
     }
-    result
+    // With outseta_auth.profile_check on, Outseta's profile endpoint must accept it too.
+    result.and_then(|v| crate::profile::check(token, v))
 }
 
 /// The verified token of the current request: `None` when there is none, an error when
@@ -235,7 +236,7 @@ BEGIN
         END IF;
         RETURN;
     END IF;
-    IF r.error_code = 'jwks_unavailable' THEN
+    IF r.error_code IN ('jwks_unavailable', 'profile_unavailable') THEN
         status := 503;
         www := NULL;
     ELSIF r.error_code = 'config_error' THEN
@@ -299,6 +300,53 @@ fn outseta_authenticate(token: &str) -> Result<Option<RawJsonb>, ErrorReport> {
         );
     }
     outseta_claims()
+}
+
+/// The current person's profile from Outseta's profile endpoint (`GET /api/v1/profile
+/// ?fields=*` with the current token), after the token passed verification; NULL without
+/// a token. Cached per token for `outseta_auth.profile_ttl`.
+#[pg_extern(stable, parallel_restricted)]
+fn outseta_profile() -> Result<Option<RawJsonb>, ErrorReport> {
+    let profile = with_current_token(|t| {
+        t.map(|token| {
+            let v = verify_bytes(token)?;
+            let token = std::str::from_utf8(token)
+                .map_err(|_| AuthError::malformed("the token is not valid UTF-8"))?;
+            crate::profile::profile_of(token, &v)
+        })
+        .transpose()
+    })
+    .and_then(|r| r)
+    .map_err(report)?;
+    Ok(profile.map(|p| RawJsonb(p.to_string())))
+}
+
+fn verify_webhook(body: Option<&[u8]>, signature: Option<&str>) -> Result<bool, ErrorReport> {
+    let key = settings::webhook_key().map_err(report)?;
+    Ok(match (body, signature) {
+        (Some(body), Some(sig)) => key.verify(body, sig),
+        _ => false,
+    })
+}
+
+/// Whether `signature` (the `x-hub-signature-256` header, with or without `sha256=`) is
+/// Outseta's HMAC-SHA256 of `body` under `outseta_auth.webhook_secret`. False for any
+/// mismatch, a malformed or NULL signature; 22023 when no key is configured.
+#[pg_extern(stable, parallel_safe, name = "outseta_verify_webhook")]
+fn outseta_verify_webhook_text(
+    body: Option<&str>,
+    signature: Option<&str>,
+) -> Result<bool, ErrorReport> {
+    verify_webhook(body.map(str::as_bytes), signature)
+}
+
+/// As `outseta_verify_webhook(text, text)`, for a raw body in bytea.
+#[pg_extern(stable, parallel_safe, name = "outseta_verify_webhook")]
+fn outseta_verify_webhook_bytea(
+    body: Option<&[u8]>,
+    signature: Option<&str>,
+) -> Result<bool, ErrorReport> {
+    verify_webhook(body, signature)
 }
 
 /// All claims of the current token, or NULL without one.

@@ -232,8 +232,25 @@ impl ProfileCache {
         if let Some(hit) = self.lookup(url, token, now, ttl) {
             return hit;
         }
+        self.record(url, token, sub, now, ask())
+    }
+
+    /// Read and cache the endpoint's `answer` for `token` (after a [`ProfileCache::lookup`]
+    /// missed, for callers that make the request themselves).
+    pub fn record(
+        &mut self,
+        url: &str,
+        token: &str,
+        sub: Option<&str>,
+        now: f64,
+        answer: Result<Response, String>,
+    ) -> Result<Arc<str>, AuthError> {
+        if self.url != url {
+            self.clear();
+            self.url = url.to_string();
+        }
         self.fetches += 1;
-        let result = interpret(url, sub, ask());
+        let result = interpret(url, sub, answer);
         self.store(token, now, result.clone());
         result
     }
