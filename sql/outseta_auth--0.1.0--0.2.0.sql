@@ -2,6 +2,8 @@
 --
 -- - outseta_jwks_status() gains the columns shared and refresh_pending (cluster-wide keys).
 -- - New: outseta_try_current() and outseta_pre_request() (PostgREST's db-pre-request).
+-- - New: outseta_profile() (Outseta's profile endpoint) and outseta_verify_webhook(text|bytea,
+--   text) (webhook signatures).
 -- Every other function keeps its signature, volatility and symbol; their behaviour comes
 -- with the new library. Settings need no SQL (they are defined by the library).
 --
@@ -55,7 +57,7 @@ BEGIN
         END IF;
         RETURN;
     END IF;
-    IF r.error_code = 'jwks_unavailable' THEN
+    IF r.error_code IN ('jwks_unavailable', 'profile_unavailable') THEN
         status := 503;
         www := NULL;
     ELSIF r.error_code = 'config_error' THEN
@@ -83,3 +85,24 @@ END
 $fn$;
 COMMENT ON FUNCTION outseta_pre_request() IS
     'PostgREST db-pre-request: no token stays anonymous; a valid token switches to outseta_auth.authenticated_role; a bad token ends the request with HTTP 401 and WWW-Authenticate';
+
+CREATE  FUNCTION "outseta_profile"() RETURNS jsonb /* Result < Option < RawJsonb > , ErrorReport > */
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'outseta_profile_wrapper';
+
+CREATE  FUNCTION "outseta_verify_webhook"(
+	"body" bytea, /* Option < & [u8] > */
+	"signature" TEXT /* Option < & str > */
+) RETURNS bool /* Result < bool, ErrorReport > */
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'outseta_verify_webhook_bytea_wrapper';
+
+CREATE  FUNCTION "outseta_verify_webhook"(
+	"body" TEXT, /* Option < & str > */
+	"signature" TEXT /* Option < & str > */
+) RETURNS bool /* Result < bool, ErrorReport > */
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'outseta_verify_webhook_text_wrapper';
