@@ -880,4 +880,302 @@ mod tests {
         assert_eq!(bad["valid"], false);
         assert_eq!(bad["error_code"], "malformed");
     }
+
+    // ---- Outseta's profile endpoint and webhooks ----
+
+    /// SQLSTATE and message of the error `q` raises, or None.
+    fn error_of(q: &str) -> Option<String> {
+        // Created once per test transaction, before any SET ROLE, in public (usable by all).
+        if Spi::get_one::<bool>(
+            "SELECT to_regprocedure('public.outseta_test_error_of(text)') IS NULL",
+        )
+        .unwrap()
+            == Some(true)
+        {
+            sql("CREATE FUNCTION public.outseta_test_error_of(q text) RETURNS text LANGUAGE plpgsql AS
+                 $f$ BEGIN EXECUTE q; RETURN NULL; EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $f$");
+        }
+        Spi::get_one_with_args::<String>("SELECT public.outseta_test_error_of($1)", &[q.into()])
+            .unwrap()
+    }
+
+    fn start_profile() -> Server {
+        let s = start();
+        sql(&format!(
+            "SET outseta_auth.profile_url = '{}'",
+            s.profile_url()
+        ));
+        s
+    }
+
+    #[pg_test]
+    fn the_profile_is_fetched_once_per_token_and_cached() {
+        let s = start_profile();
+        let jane_uid = "dQGxEz94";
+        s.set_properties(
+            jane_uid,
+            json!({"FavoriteColor": "teal", "Seats": 5})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT outseta_profile() IS NULL").unwrap(),
+            Some(true),
+            "no token: NULL"
+        );
+        assert_eq!(s.hits("/api/v1/profile"), 0, "no token: no request");
+        set_token(&s.mint(&jane()));
+        assert_eq!(
+            text("SELECT outseta_profile() ->> 'Uid'").as_deref(),
+            Some(jane_uid)
+        );
+        assert_eq!(
+            text("SELECT outseta_profile() ->> 'FavoriteColor'").as_deref(),
+            Some("teal")
+        );
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT (outseta_profile() ->> 'Seats')::bigint").unwrap(),
+            Some(5)
+        );
+        // A per-row call costs no request either.
+        assert_eq!(
+            Spi::get_one::<i64>(
+                "SELECT count(*) FROM generate_series(1, 500) WHERE outseta_profile() ->> 'Email' = 'jane@example.com'"
+            )
+            .unwrap(),
+            Some(500)
+        );
+        assert_eq!(s.hits("/api/v1/profile"), 1);
+        // Another token of the same person is asked about once more.
+        let mut again = jane();
+        again.extra.insert("jti".into(), json!("second"));
+        set_token(&s.mint(&again));
+        text("SELECT outseta_profile() ->> 'Uid'");
+        text("SELECT outseta_profile() ->> 'Uid'");
+        assert_eq!(s.hits("/api/v1/profile"), 2);
+        // The profile is not a token check: with profile_check off, tokens verify whatever
+        // the endpoint says.
+        s.set_profile_fault(Fault::Status(500));
+        set_token(&s.mint(&TokenRequest::new("DQ2b7wmV", "y9gE3kWj")));
+        assert_eq!(text("SELECT outseta_sub()").as_deref(), Some("DQ2b7wmV"));
+        assert_eq!(s.hits("/api/v1/profile"), 2);
+    }
+
+    #[pg_test]
+    fn the_profile_of_a_bad_token_is_the_accessors_error() {
+        let s = start_profile();
+        set_token(&with_payload(
+            &s.mint(&jane()),
+            br#"{"sub":"x","exp":9999999999}"#,
+        ));
+        let e = error_of("SELECT outseta_profile()").unwrap();
+        assert!(
+            e.starts_with("28000 Outseta token has a bad signature"),
+            "{e}"
+        );
+        assert_eq!(
+            s.hits("/api/v1/profile"),
+            0,
+            "nothing is sent for a bad token"
+        );
+    }
+
+    #[pg_test]
+    fn profile_check_refuses_a_deleted_person_within_the_ttl() {
+        let s = start_profile();
+        sql("SET outseta_auth.profile_check = on");
+        sql("SET outseta_auth.profile_ttl = 1");
+        let t = s.mint(&jane());
+        assert!(valid(&t));
+        set_token(&t);
+        assert_eq!(text("SELECT outseta_sub()").as_deref(), Some("dQGxEz94"));
+        s.set_deleted("dQGxEz94", true);
+        // A token not seen before is refused at once...
+        let mut other = jane();
+        other.extra.insert("jti".into(), json!("other"));
+        assert_eq!(code(&s.mint(&other)).as_deref(), Some("revoked"));
+        // ...and the cached one once profile_ttl has passed.
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(code(&t).as_deref(), Some("revoked"));
+        let e = error_of("SELECT outseta_sub()").unwrap();
+        assert!(
+            e.starts_with("28000 Outseta no longer accepts this token"),
+            "{e}"
+        );
+        assert!(!e.contains(&t[..40]), "no token material: {e}");
+        // Turning the check off restores JWKS-only verification.
+        sql("SET outseta_auth.profile_check = off");
+        assert_eq!(text("SELECT outseta_sub()").as_deref(), Some("dQGxEz94"));
+    }
+
+    #[pg_test]
+    fn profile_check_fails_closed_when_the_endpoint_is_down() {
+        let s = start_profile();
+        sql("SET outseta_auth.profile_check = on");
+        for fault in [
+            Fault::Status(503),
+            Fault::Hangup,
+            Fault::Body("<html>".into()),
+            Fault::Redirect("http://127.0.0.1:9/".into()),
+            Fault::Oversize(100_000),
+        ] {
+            s.set_profile_fault(fault.clone());
+            let mut r = jane();
+            r.extra.insert("jti".into(), json!(format!("{fault:?}")));
+            let t = s.mint(&r);
+            assert_eq!(
+                code(&t).as_deref(),
+                Some("profile_unavailable"),
+                "{fault:?}"
+            );
+            set_token(&t);
+            let e = error_of("SELECT outseta_sub()").unwrap();
+            assert!(e.starts_with("58000 could not check the token"), "{e}");
+        }
+        s.set_profile_fault(Fault::None);
+        sql("SET outseta_auth.http_timeout = 300");
+        s.set_profile_fault(Fault::Slow(Duration::from_secs(3)));
+        let t = s.mint(&TokenRequest::new("DQ2b7wmV", "y9gE3kWj"));
+        let started = std::time::Instant::now();
+        assert_eq!(code(&t).as_deref(), Some("profile_unavailable"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "bounded by http_timeout"
+        );
+    }
+
+    #[pg_test]
+    fn profile_settings_are_validated_and_superuser_only() {
+        let e =
+            error_of("SET outseta_auth.profile_url = 'http://example.com/api/v1/profile'").unwrap();
+        assert!(e.starts_with("22023"), "{e}");
+        let e = error_of("SELECT outseta_profile()");
+        assert_eq!(e, None, "no token: no configuration needed");
+        sql("SET outseta_auth.jwks_url = ''");
+        sql("SET outseta_auth.domain = ''");
+        let s = Server::start("127.0.0.1:0", Issuer::new("x")).unwrap();
+        sql(&format!(
+            "SET outseta_auth.jwks = '{}'",
+            s.issuer.lock().unwrap().jwks()
+        ));
+        set_token(&s.mint(&jane()));
+        let e = error_of("SELECT outseta_profile()").unwrap();
+        assert!(
+            e.contains("22023 invalid value for outseta_auth.profile_url"),
+            "{e}"
+        );
+        error_of("SELECT 1");
+        sql("CREATE ROLE outseta_profile_tester");
+        sql("SET ROLE outseta_profile_tester");
+        for q in [
+            "SET outseta_auth.profile_check = off",
+            "SET outseta_auth.profile_ttl = 5",
+            "SET outseta_auth.profile_url = 'https://a.outseta.com/api/v1/profile'",
+        ] {
+            let e = error_of(q).unwrap();
+            assert!(e.starts_with("42501"), "{q}: {e}");
+        }
+        sql("RESET ROLE");
+    }
+
+    const WEBHOOK_KEY: &str = "6b3a55e0261b0304143f805a24924d0c1c44524821305f31d9277843b8a10f4e";
+
+    fn webhook_ok(body: &str, sig: Option<&str>) -> Option<bool> {
+        Spi::get_one_with_args::<bool>(
+            "SELECT outseta_verify_webhook($1, $2)",
+            &[body.into(), sig.into()],
+        )
+        .unwrap()
+    }
+
+    #[pg_test]
+    fn webhook_signatures() {
+        let e = error_of("SELECT outseta_verify_webhook('{}', 'sha256=00')").unwrap();
+        assert!(
+            e.starts_with("22023 invalid value for outseta_auth.webhook_secret"),
+            "no key configured: {e}"
+        );
+        sql(&format!(
+            "SET outseta_auth.webhook_secret = '{WEBHOOK_KEY}'"
+        ));
+        let body =
+            outseta_dev::account_webhook_body("wZmNw7Q2", "OW4pRYWg", &["addon1"]).to_string();
+        // Signed by outseta-dev's own HMAC (not the extension's code).
+        let sig = outseta_dev::webhook_signature(WEBHOOK_KEY, body.as_bytes()).unwrap();
+        assert_eq!(webhook_ok(&body, Some(&sig)), Some(true));
+        assert_eq!(webhook_ok(&body, Some(&sig["sha256=".len()..])), Some(true));
+        let bytea = Spi::get_one_with_args::<bool>(
+            "SELECT outseta_verify_webhook(convert_to($1, 'UTF8'), $2)",
+            &[body.as_str().into(), sig.as_str().into()],
+        )
+        .unwrap();
+        assert_eq!(bytea, Some(true));
+        let other = outseta_dev::webhook_signature(&"ab".repeat(32), body.as_bytes()).unwrap();
+        let reordered = body.replacen('{', "{ ", 1);
+        for (b, s) in [
+            (body.as_str(), Some(other.as_str())),
+            (reordered.as_str(), Some(sig.as_str())),
+            (body.as_str(), Some("sha256=")),
+            (body.as_str(), Some("garbage")),
+            (body.as_str(), Some(&sig[..sig.len() - 1])),
+            (body.as_str(), None),
+        ] {
+            assert_eq!(webhook_ok(b, s), Some(false), "{s:?}");
+        }
+        assert_eq!(
+            Spi::get_one_with_args::<bool>(
+                "SELECT outseta_verify_webhook(NULL::text, $1)",
+                &[sig.as_str().into()]
+            )
+            .unwrap(),
+            Some(false)
+        );
+    }
+
+    #[pg_test]
+    fn the_webhook_secret_is_validated_hidden_and_never_echoed() {
+        let bad = "not-a-key-but-a-secret-1234";
+        let e = error_of(&format!("SET outseta_auth.webhook_secret = '{bad}'")).unwrap();
+        assert!(e.starts_with("22023"), "{e}");
+        assert!(!e.contains(bad), "the value is not echoed: {e}");
+        // Catalog-stored defaults are readable by every role: refused.
+        sql("CREATE ROLE outseta_webhook_tester");
+        for q in [
+            format!("ALTER ROLE outseta_webhook_tester SET outseta_auth.webhook_secret = '{WEBHOOK_KEY}'"),
+            format!("ALTER DATABASE postgres SET outseta_auth.webhook_secret = '{WEBHOOK_KEY}'"),
+            format!("CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql SET outseta_auth.webhook_secret = '{WEBHOOK_KEY}' AS 'SELECT 1'"),
+        ] {
+            let e = error_of(&q).unwrap();
+            assert!(e.starts_with("22023"), "{q}: {e}");
+            assert!(!e.contains(WEBHOOK_KEY), "{e}");
+        }
+        sql(&format!(
+            "SET outseta_auth.webhook_secret = '{WEBHOOK_KEY}'"
+        ));
+        assert_eq!(
+            text("SHOW outseta_auth.webhook_secret").as_deref(),
+            Some(WEBHOOK_KEY),
+            "a superuser sees it"
+        );
+        sql("SET ROLE outseta_webhook_tester");
+        let e = error_of("SHOW outseta_auth.webhook_secret").unwrap();
+        assert!(e.starts_with("42501"), "{e}");
+        let e = error_of("SELECT current_setting('outseta_auth.webhook_secret')").unwrap();
+        assert!(e.starts_with("42501"), "{e}");
+        assert_eq!(
+            Spi::get_one::<i64>(
+                "SELECT count(*) FROM pg_settings WHERE name = 'outseta_auth.webhook_secret' OR setting LIKE '%6b3a55e0%'"
+            )
+            .unwrap(),
+            Some(0)
+        );
+        let e = error_of("SET outseta_auth.webhook_secret = ''").unwrap();
+        assert!(e.starts_with("42501"), "{e}");
+        // An ordinary role may still check signatures (it learns only true/false).
+        let body = "{}";
+        let sig = outseta_dev::webhook_signature(WEBHOOK_KEY, body.as_bytes()).unwrap();
+        assert_eq!(webhook_ok(body, Some(&sig)), Some(true));
+        sql("RESET ROLE");
+    }
 }
