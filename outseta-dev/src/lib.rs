@@ -499,12 +499,13 @@ pub fn webhook_signature(key_hex: &str, body: &[u8]) -> Result<String, String> {
 }
 
 /// The body of an Outseta account webhook (e.g. "Account Updated", "Subscription Updated"):
-/// the Account with its current subscription's plan and add-ons.
+/// the Account with its current subscription's plan and add-ons, `Updated` now (UTC).
 pub fn account_webhook_body(account: &str, plan: &str, add_ons: &[&str]) -> Value {
     json!({
         "Uid": account,
         "Name": format!("Account {account}"),
         "AccountStage": 3,
+        "Updated": utc_timestamp(now()),
         "CurrentSubscription": {
             "Uid": format!("sub-{account}"),
             "Plan": {"Uid": plan, "Name": format!("Plan {plan}")},
@@ -514,6 +515,27 @@ pub fn account_webhook_body(account: &str, plan: &str, add_ons: &[&str]) -> Valu
                 .collect::<Vec<_>>(),
         },
     })
+}
+
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+pub fn utc_timestamp(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// POST `body` byte for byte to a loopback `http://` URL with extra headers; returns the
@@ -817,6 +839,14 @@ mod tests {
         );
         server.set_deleted("p1", true);
         assert_eq!(server.issuer.lock().unwrap().profile(&token).0, 401);
+    }
+
+    #[test]
+    fn utc_timestamps() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_795_478_399), "2026-11-23T23:59:59Z");
+        assert_eq!(utc_timestamp(-1), "1969-12-31T23:59:59Z");
     }
 
     #[test]

@@ -154,3 +154,33 @@ pub fn force_parallel(tx: &mut postgres::Transaction, query: &str) {
         "{plan}"
     );
 }
+
+/// The webhook signing key the suites configure (64 hex characters, as Outseta shows it).
+pub const WEBHOOK_KEY: &str = "4f7574736574615f6175746820746573742077656268f06f6b206b6579203132";
+
+/// Configure [`WEBHOOK_KEY`] as `outseta_auth.webhook_secret` of the cluster at `port`,
+/// as the README says to (ALTER SYSTEM and a reload), and wait until new sessions see it.
+pub fn configure_webhook_secret(port: u16) {
+    let mut su = connect_as(port, "postgres", "postgres");
+    // Two statements: ALTER SYSTEM cannot run in the implicit transaction of a batch.
+    su.batch_execute(&format!(
+        "ALTER SYSTEM SET outseta_auth.webhook_secret = '{WEBHOOK_KEY}'"
+    ))
+    .unwrap();
+    su.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let seen: String = connect_as(port, "postgres", "postgres")
+            .query_one("SELECT current_setting('outseta_auth.webhook_secret')", &[])
+            .unwrap()
+            .get(0);
+        if seen == WEBHOOK_KEY {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the reload did not take effect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

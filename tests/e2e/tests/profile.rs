@@ -1,0 +1,340 @@
+//! Outseta's profile endpoint and the webhook secret through real client connections, as
+//! the application role: `outseta_profile()` fetched once per token (by the cluster's
+//! background worker when preloaded, by the backend otherwise), cancellable while the
+//! endpoint is slow; `outseta_auth.profile_check` refusing a deleted person's token and
+//! failing closed when the endpoint is down; `outseta_auth.webhook_secret` invisible to an
+//! ordinary role that can still verify signatures.
+//!
+//! The tests share the fixture's outseta-dev server (its profile fault and hit counts), so
+//! they run one at a time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use outseta_dev::Fault;
+use outseta_e2e::*;
+use postgres::error::SqlState;
+use postgres::Client;
+use serde_json::{json, Value};
+
+const PROFILE: &str = "/api/v1/profile";
+
+/// One test at a time; the profile URL configured (database default, by a superuser) on
+/// the preloaded cluster and the one without preload.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    static READY: OnceLock<()> = OnceLock::new();
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    READY.get_or_init(|| {
+        let f = fixture();
+        for port in [f.port, f.nopreload_port] {
+            connect_as(port, "postgres", DB)
+                .batch_execute(&format!(
+                    "ALTER DATABASE {DB} SET outseta_auth.profile_url = '{}'",
+                    f.server.profile_url()
+                ))
+                .unwrap();
+        }
+    });
+    f().set_profile_fault(Fault::None);
+    guard
+}
+
+fn f() -> &'static outseta_dev::Server {
+    &fixture().server
+}
+
+fn hits() -> u64 {
+    f().hits(PROFILE)
+}
+
+fn with_token(c: &mut Client, token: &str) {
+    c.execute(
+        "SELECT set_config('outseta_auth.token', $1, false)",
+        &[&token],
+    )
+    .unwrap();
+}
+
+fn profile(c: &mut Client) -> Result<Option<Value>, postgres::Error> {
+    c.query_one("SELECT outseta_profile()::text", &[]).map(|r| {
+        r.get::<_, Option<String>>(0)
+            .map(|t| serde_json::from_str(&t).expect("outseta_profile() is JSON"))
+    })
+}
+
+/// The established TCP connections to 127.0.0.1:`port`, by socket inode, with the pid of
+/// the process holding each (from /proc/net/tcp and each process's file descriptors).
+fn connections_to(port: u16) -> HashMap<String, u32> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let inodes: HashSet<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let remote_port = u16::from_str_radix(f.get(2)?.split(':').nth(1)?, 16).ok()?;
+            // 01: ESTABLISHED
+            (remote_port == port && *f.get(3)? == "01").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let mut held = HashMap::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let target = target.to_string_lossy().into_owned();
+                if inodes.contains(&target) {
+                    held.insert(target, pid);
+                }
+            }
+        }
+    }
+    held
+}
+
+/// While the endpoint answers slowly, which processes open connections to it during a
+/// backend's first `outseta_profile()`: (the backend's pid, the pids that did). Connections
+/// that were open before (e.g. abandoned requests of an earlier test) do not count.
+fn who_fetches(mut c: Client, token: &str) -> (u32, HashSet<u32>) {
+    let backend: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    with_token(&mut c, token);
+    let port = f().addr.port();
+    let before = connections_to(port);
+    f().set_profile_fault(Fault::Slow(Duration::from_millis(1000)));
+    let query = std::thread::spawn(move || profile(&mut c).map(|p| p.is_some()));
+    let mut opened = HashSet::new();
+    while !query.is_finished() {
+        for (inode, pid) in connections_to(port) {
+            if !before.contains_key(&inode) {
+                opened.insert(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(query.join().unwrap().unwrap());
+    f().set_profile_fault(Fault::None);
+    assert!(!opened.is_empty(), "no connection to the profile endpoint");
+    (backend as u32, opened)
+}
+
+#[test]
+fn the_profile_is_fetched_once_per_token_by_the_worker_and_cached() {
+    let _one = serial();
+    let mut props = serde_json::Map::new();
+    props.insert("FavoriteColor".into(), json!("teal"));
+    props.insert("Seats".into(), json!(12));
+    f().set_properties(JANE, props);
+    let jane = token(JANE, ACME);
+    let mut c = app();
+    assert_eq!(profile(&mut c).unwrap(), None, "NULL without a token");
+    let before = hits();
+    with_token(&mut c, &jane);
+    let p = profile(&mut c).unwrap().expect("a profile");
+    assert_eq!(p["Uid"], JANE);
+    assert_eq!(p["FavoriteColor"], "teal", "custom properties by name");
+    assert_eq!(p["Seats"], 12);
+    assert_eq!(p["Account"]["Uid"], ACME);
+    // Per row and repeated: answered from the cache.
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM generate_series(1, 500)
+             WHERE outseta_profile() ->> 'FavoriteColor' = 'teal'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 500);
+    profile(&mut c).unwrap();
+    assert_eq!(hits() - before, 1, "one request for 502 calls");
+    // Another token: its own request.
+    with_token(&mut c, &token(BOB, GLOBEX));
+    assert_eq!(profile(&mut c).unwrap().unwrap()["Uid"], BOB);
+    assert_eq!(hits() - before, 2);
+
+    // Preloaded: the request is made by the background worker, not by the backend.
+    let (backend, seen) = who_fetches(app(), &token(JANE, GLOBEX));
+    assert!(
+        !seen.contains(&backend),
+        "the backend {backend} itself talked to the endpoint: {seen:?}"
+    );
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let worker = seen.iter().next().unwrap();
+    let title = std::fs::read(format!("/proc/{worker}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&title).contains("outseta_auth JWKS worker"),
+        "{}",
+        String::from_utf8_lossy(&title)
+    );
+    // Without preload: by the backend (on a helper thread).
+    let (backend, seen) = who_fetches(app_nopreload(), &token(BOB, ACME));
+    assert_eq!(seen, HashSet::from([backend]));
+}
+
+#[test]
+fn a_slow_profile_endpoint_can_be_cancelled_and_the_connection_still_works() {
+    let _one = serial();
+    f().set_profile_fault(Fault::Slow(Duration::from_secs(30)));
+    for (what, mut c) in [("preloaded", app()), ("not preloaded", app_nopreload())] {
+        with_token(&mut c, &token(JANE, ACME));
+        c.batch_execute("SET statement_timeout = '300ms'").unwrap();
+        let started = Instant::now();
+        let e = profile(&mut c).unwrap_err();
+        assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{what}: {e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{what}: {:?}",
+            started.elapsed()
+        );
+        c.batch_execute("RESET statement_timeout").unwrap();
+        let one: i32 = c.query_one("SELECT 1", &[]).unwrap().get(0);
+        assert_eq!(one, 1, "{what}: the connection works afterwards");
+    }
+    // The default http_timeout bounds a request nobody cancels: 58000, not a hang.
+    let mut c = superuser();
+    c.batch_execute("SET outseta_auth.http_timeout = '500ms'")
+        .unwrap();
+    with_token(&mut c, &token(BOB, GLOBEX));
+    let started = Instant::now();
+    let e = profile(&mut c).unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::SYSTEM_ERROR), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn profile_check_refuses_a_deleted_persons_token_and_fails_closed() {
+    let _one = serial();
+    // What the app's database default would be; set here per session by a superuser,
+    // then the session acts as the application role.
+    let session = |ttl: &str| {
+        let mut c = superuser();
+        c.batch_execute(&format!(
+            "SET outseta_auth.profile_check = on; SET outseta_auth.profile_ttl = '{ttl}';
+             SET ROLE outseta_app"
+        ))
+        .unwrap();
+        c
+    };
+    let todos = |c: &mut Client| -> Result<i64, postgres::Error> {
+        c.query_one("SELECT count(*) FROM todos", &[])
+            .map(|r| r.get(0))
+    };
+    let mut c = session("1s");
+    let bob = token(BOB, GLOBEX);
+    with_token(&mut c, &bob);
+    assert_eq!(todos(&mut c).unwrap(), 1, "Bob's todo");
+
+    // Outseta deletes Bob: his token (still valid for days) stops working within the TTL.
+    f().set_deleted(BOB, true);
+    std::thread::sleep(Duration::from_millis(1100));
+    let e = todos(&mut c).unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code(), &SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+    assert!(!format!("{db:?}").contains(&bob), "no token in the error");
+    let code: String = c
+        .query_one("SELECT (outseta_try_current()).error_code", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(code, "revoked");
+    // A new connection too; with profile_check off the token verifies again.
+    let mut c2 = session("60s");
+    with_token(&mut c2, &bob);
+    assert!(todos(&mut c2).is_err());
+    c2.batch_execute("RESET ROLE; SET outseta_auth.profile_check = off; SET ROLE outseta_app")
+        .unwrap();
+    assert_eq!(todos(&mut c2).unwrap(), 1);
+    f().set_deleted(BOB, false);
+
+    // The endpoint down: fails closed (58000), for every kind of failure.
+    for fault in [
+        Fault::Status(503),
+        Fault::Hangup,
+        Fault::Body("<html>".into()),
+    ] {
+        f().set_profile_fault(fault.clone());
+        let mut c = session("60s");
+        with_token(&mut c, &token(JANE, ACME));
+        let e = todos(&mut c).unwrap_err();
+        assert_eq!(e.code(), Some(&SqlState::SYSTEM_ERROR), "{fault:?}: {e}");
+        let code: String = c
+            .query_one("SELECT (outseta_try_current()).error_code", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(code, "profile_unavailable", "{fault:?}");
+    }
+    f().set_profile_fault(Fault::None);
+    let mut c = session("60s");
+    with_token(&mut c, &token(JANE, ACME));
+    assert_eq!(todos(&mut c).unwrap(), 2, "Jane's todos once it answers");
+}
+
+#[test]
+fn the_webhook_secret_is_invisible_to_the_application_role() {
+    let _one = serial();
+    configure_webhook_secret(fixture().port);
+    let mut c = app();
+    for q in [
+        "SHOW outseta_auth.webhook_secret",
+        "SELECT current_setting('outseta_auth.webhook_secret')",
+        "SELECT current_setting('outseta_auth.webhook_secret', true)",
+    ] {
+        let e = c.simple_query(q).unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{q}: {e}"
+        );
+        assert!(!e.to_string().contains(WEBHOOK_KEY));
+    }
+    let leaked: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_settings
+             WHERE name = 'outseta_auth.webhook_secret' OR setting = $1",
+            &[&WEBHOOK_KEY],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0, "not in pg_settings");
+    let all: Vec<String> = c
+        .simple_query("SHOW ALL")
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => {
+                Some(format!("{}={}", r.get(0).unwrap(), r.get(1).unwrap_or("")))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(all.len() > 100, "SHOW ALL works");
+    assert!(!all.iter().any(|l| l.contains(WEBHOOK_KEY)));
+    let e = c
+        .batch_execute("SET outseta_auth.webhook_secret = '0000000000000000000000000000000000000000000000000000000000000000'")
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e}");
+    // ...yet it can verify signatures made with it.
+    let body = outseta_dev::account_webhook_body(ACME, "plan_team", &[]).to_string();
+    let sig = outseta_dev::webhook_signature(WEBHOOK_KEY, body.as_bytes()).unwrap();
+    let ok: bool = c
+        .query_one("SELECT outseta_verify_webhook($1, $2)", &[&body, &sig])
+        .unwrap()
+        .get(0);
+    assert!(ok);
+    let other = outseta_dev::webhook_signature(&"ab".repeat(32), body.as_bytes()).unwrap();
+    let ok: bool = c
+        .query_one("SELECT outseta_verify_webhook($1, $2)", &[&body, &other])
+        .unwrap()
+        .get(0);
+    assert!(!ok);
+    // The superuser sees it (SHOW is how they check it).
+    let seen: String = superuser()
+        .query_one("SHOW outseta_auth.webhook_secret", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, WEBHOOK_KEY);
+}
