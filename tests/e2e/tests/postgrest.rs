@@ -53,6 +53,9 @@ fn rest() -> &'static Rest {
         db.batch_execute(&examples("outseta_app.sql")).unwrap();
         db.batch_execute(&examples("seed.sql")).unwrap();
         db.batch_execute(&examples("postgrest/roles.sql")).unwrap();
+        db.batch_execute(&examples("postgrest/webhook.sql"))
+            .unwrap();
+        configure_webhook_secret(f.port);
 
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -161,6 +164,11 @@ impl<'a> Req<'a> {
     }
     fn json(mut self, body: Value) -> Self {
         self.body = Some(("application/json", body.to_string()));
+        self
+    }
+    /// A body sent byte for byte as given.
+    fn raw(mut self, content_type: &'a str, body: &str) -> Self {
+        self.body = Some((content_type, body.to_string()));
         self
     }
     fn form(mut self, body: &str) -> Self {
@@ -449,4 +457,141 @@ fn a_cross_site_form_post_does_not_act_with_the_cookie() {
             .header("X-Outseta-Token", jane.clone()),
     );
     assert_eq!(me["role"], "authenticated");
+}
+
+/// POST a webhook to the example receiver (sql/examples/postgrest/webhook.sql), the body
+/// byte for byte, with `signature` in `x-hub-signature-256` if given.
+fn post_webhook(body: &str, signature: Option<&str>) -> Resp {
+    let mut r = Req::new("POST", "/rpc/outseta_webhook").raw("application/json", body);
+    if let Some(s) = signature {
+        r = r.header("x-hub-signature-256", s);
+    }
+    r.send()
+}
+
+/// The account's row as the receiver wrote it (superuser: RLS does not apply).
+fn subscription_row(account: &str) -> Option<(Option<String>, Vec<String>)> {
+    connect_as(fixture().port, "postgres", REST_DB)
+        .query_opt(
+            "SELECT plan_uid, add_on_uids FROM account_subscriptions WHERE account_uid = $1",
+            &[&account],
+        )
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1)))
+}
+
+fn sign(body: &str) -> String {
+    outseta_dev::webhook_signature(WEBHOOK_KEY, body.as_bytes()).unwrap()
+}
+
+#[test]
+fn a_signed_webhook_is_written_byte_for_byte_and_bad_signatures_are_refused() {
+    // Pretty-printed with extra whitespace: if PostgREST re-serialized the body, the
+    // signature over these exact bytes would not match.
+    let account = "whAcct01";
+    let v = outseta_dev::account_webhook_body(account, "plan_pro", &["addon_x", "addon_y"]);
+    let body = format!("  {}\n", serde_json::to_string_pretty(&v).unwrap());
+    let compact = v.to_string();
+    assert_ne!(body, compact);
+
+    // Refused, nothing written: no signature, another key's, a signature of other bytes
+    // (the compact form of the same JSON), garbage.
+    let other_key = outseta_dev::webhook_signature(&"ab".repeat(32), body.as_bytes()).unwrap();
+    let other_bytes = sign(&compact);
+    for (sig, what) in [
+        (None, "no signature"),
+        (Some(other_key.as_str()), "another key"),
+        (Some(other_bytes.as_str()), "other bytes"),
+        (Some("sha256=zz"), "garbage"),
+    ] {
+        let r = post_webhook(&body, sig);
+        assert_eq!(r.status, 401, "{what}: {}", r.body);
+        assert_eq!(r.json()["code"], "outseta_webhook_signature", "{what}");
+        assert!(
+            !r.body.contains(WEBHOOK_KEY),
+            "{what}: the key is never echoed"
+        );
+        assert_eq!(subscription_row(account), None, "{what}: nothing written");
+    }
+
+    // Signed: written.
+    let r = post_webhook(&body, Some(&sign(&body)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["account_uid"], account);
+    assert_eq!(
+        subscription_row(account),
+        Some((
+            Some("plan_pro".to_string()),
+            vec!["addon_x".to_string(), "addon_y".to_string()]
+        ))
+    );
+
+    // The digest without the "sha256=" prefix is accepted too.
+    let v = outseta_dev::account_webhook_body(account, "plan_basic", &[]);
+    let body = v.to_string();
+    let bare = sign(&body).trim_start_matches("sha256=").to_string();
+    let r = post_webhook(&body, Some(&bare));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        subscription_row(account),
+        Some((Some("plan_basic".to_string()), vec![]))
+    );
+
+    // Signed but not an account: 422, nothing written.
+    let odd = r#"{"Hello": "world"}"#;
+    let r = post_webhook(odd, Some(&sign(odd)));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.json()["code"], "outseta_webhook_payload");
+}
+
+#[test]
+fn a_downgrade_webhook_hides_gated_rows_while_the_token_still_has_the_add_on() {
+    let mut req = TokenRequest::new(JANE, ACME);
+    req.add_on_uids = vec!["addon_reporting".into()];
+    let jane = token_with(req);
+    let reports = || {
+        titles(
+            &Req::new("GET", "/reports?select=title")
+                .cookie(&jane)
+                .send(),
+        )
+    };
+    assert_eq!(reports(), ["Acme quarterly report"], "the token decides");
+
+    let webhook = |add_ons: &[&str], updated: Option<&str>| {
+        let mut v = outseta_dev::account_webhook_body(ACME, "plan_team", add_ons);
+        if let Some(u) = updated {
+            v["Updated"] = u.into();
+        }
+        let body = v.to_string();
+        let r = post_webhook(&body, Some(&sign(&body)));
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    // Outseta reports the add-on removed: hidden at once, same token.
+    webhook(&[], None);
+    assert_eq!(reports(), Vec::<String>::new());
+    // A replayed older webhook (with the add-on) does not undo it.
+    webhook(&["addon_reporting"], Some("2020-01-01T00:00:00Z"));
+    assert_eq!(reports(), Vec::<String>::new());
+    assert_eq!(
+        subscription_row(ACME),
+        Some((Some("plan_team".to_string()), vec![]))
+    );
+    // Added back (a newer webhook): visible again.
+    webhook(&["addon_reporting"], None);
+    assert_eq!(reports(), ["Acme quarterly report"]);
+
+    // The table itself is readable through the API by the account's people only.
+    let rows = Req::new("GET", "/account_subscriptions?select=account_uid,plan_uid")
+        .cookie(&jane)
+        .send();
+    assert_eq!(rows.status, 200, "{}", rows.body);
+    assert_eq!(
+        rows.json(),
+        serde_json::json!([{"account_uid": ACME, "plan_uid": "plan_team"}])
+    );
+    let bob = Req::new("GET", "/account_subscriptions?select=account_uid")
+        .cookie(&token(BOB, GLOBEX))
+        .send();
+    assert_eq!(bob.json(), serde_json::json!([]));
 }
