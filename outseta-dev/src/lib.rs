@@ -577,11 +577,35 @@ pub fn post_raw(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    Ok((status, body.to_string()))
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp.as_str(), ""));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .replace(' ', "")
+            .starts_with("transfer-encoding:chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+/// The payload of a `Transfer-Encoding: chunked` body (hex size line, data, CRLF; size 0 ends).
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let size = size.split(';').next().unwrap_or("").trim();
+        let Ok(n) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
 }
 
 struct Request {
@@ -839,6 +863,16 @@ mod tests {
         );
         server.set_deleted("p1", true);
         assert_eq!(server.issuer.lock().unwrap().profile(&token).0, 401);
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        assert_eq!(
+            dechunk("4\r\nWiki\r\n6;x=y\r\npedia!\r\n0\r\n\r\n"),
+            "Wikipedia!"
+        );
+        assert_eq!(dechunk("0\r\n\r\n"), "");
+        assert_eq!(dechunk("zz\r\nbad"), "");
     }
 
     #[test]
