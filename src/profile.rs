@@ -2,8 +2,9 @@
 //!
 //! Answers are cached per token in this backend for `outseta_auth.profile_ttl`. A miss is
 //! one request: made by the cluster's background worker when the library is preloaded (the
-//! backend waits for it, boundedly and interruptibly), else by this backend on a helper
-//! thread, also waited for interruptibly. Either way the request is bounded by
+//! backend waits for it, boundedly and interruptibly; the worker keeps definitive answers
+//! for the TTL, so other backends asking about the same token cost no request), else by
+//! this backend on a helper thread, also waited for interruptibly. Either way the request is bounded by
 //! `outseta_auth.http_timeout`.
 
 use std::cell::RefCell;
@@ -30,11 +31,13 @@ pub fn profile_of(token: &str, v: &VerifiedToken) -> Result<Arc<str>, AuthError>
         return hit;
     }
     // No borrow is held while waiting: a cancel unwinds from inside the wait.
-    let answer = match shared::ask_profile(&url, token, limits) {
-        Some(answer) => answer,
-        None => fetch_here(&url, token, limits),
+    let (answer, age) = match shared::ask_profile(&url, token, limits, ttl) {
+        Some(answered) => answered,
+        None => (fetch_here(&url, token, limits), 0.0),
     };
-    PROFILES.with_borrow_mut(|c| c.record(&url, token, v.sub.as_deref(), now(), answer))
+    // An answer the worker kept for the cluster is `age` seconds old: this backend keeps it
+    // only for the rest of the TTL, so a refusal reaches every backend within one TTL.
+    PROFILES.with_borrow_mut(|c| c.record(&url, token, v.sub.as_deref(), now() - age, answer))
 }
 
 /// With `outseta_auth.profile_check` on, refuse `v` unless the profile endpoint accepts it.

@@ -23,7 +23,7 @@ use outseta_auth_core::jwks::KeySet;
 use outseta_auth_core::key_store::{
     unavailable, KeyProvider, KeySnapshot, LocalKeys, Refetch, Schedule, SourceStatus,
 };
-use outseta_auth_core::profile::{self, Response, MAX_PROFILE_BYTES};
+use outseta_auth_core::profile::{self, AnswerCache, Response, MAX_PROFILE_BYTES};
 use outseta_auth_core::verify::MAX_TOKEN_BYTES;
 use outseta_auth_core::{AuthError, Timing};
 use pgrx::bgworkers::{
@@ -117,6 +117,10 @@ struct ProfileSlot {
     /// The waiting backend's process latch (`*mut Latch` in shared memory).
     requester_latch: usize,
     limits: FetchLimits,
+    /// The asker's `outseta_auth.profile_ttl`: how old a kept answer may be.
+    ttl_ms: u64,
+    /// How old the answer is (0: just asked; more: from the worker's answers).
+    age_ms: u64,
     url: [u8; URL_MAX],
     token: [u8; MAX_TOKEN_BYTES],
     error: [u8; ERROR_MAX],
@@ -570,12 +574,13 @@ pub fn ask_profile(
     url: &str,
     token: &str,
     limits: FetchLimits,
-) -> Option<Result<Response, String>> {
+    ttl: f64,
+) -> Option<(Result<Response, String>, f64)> {
     if !enabled() || STORE.share().worker_starts == 0 {
         return None;
     }
     if url.len() > URL_MAX || token.len() > MAX_TOKEN_BYTES {
-        return Some(Err("the URL or the token is too large".into()));
+        return Some((Err("the URL or the token is too large".into()), 0.0));
     }
     let deadline = Instant::now() + limits.total + Duration::from_millis(500);
     let claim = loop {
@@ -589,6 +594,8 @@ pub fn ask_profile(
                 s.url_len = put(&mut s.url, url.as_bytes()) as u16;
                 s.token_len = put(&mut s.token, token.as_bytes()) as u32;
                 s.limits = limits;
+                s.ttl_ms = (ttl * 1000.0) as u64;
+                s.age_ms = 0;
                 s.error_len = 0;
                 s.body_len = 0;
                 s.answered = false;
@@ -600,9 +607,12 @@ pub fn ask_profile(
             }
         }
         if Instant::now() >= deadline {
-            return Some(Err(format!(
-                "all {PROFILE_SLOTS} profile request slots of the background worker stayed busy"
-            )));
+            return Some((
+                Err(format!(
+                    "all {PROFILE_SLOTS} profile request slots of the background worker stayed busy"
+                )),
+                0.0,
+            ));
         }
         nap(5);
     };
@@ -620,16 +630,20 @@ pub fn ask_profile(
                 } else {
                     Err(text(&s.error[..s.error_len as usize]))
                 };
+                let age = s.age_ms as f64 / 1000.0;
                 drop(p);
                 drop(claim);
-                return Some(answer);
+                return Some((answer, age));
             }
         }
         if Instant::now() >= deadline {
-            return Some(Err(format!(
-                "timed out after {} ms waiting for the background worker's request",
-                limits.total.as_millis()
-            )));
+            return Some((
+                Err(format!(
+                    "timed out after {} ms waiting for the background worker's request",
+                    limits.total.as_millis()
+                )),
+                0.0,
+            ));
         }
         nap(10);
     }
@@ -637,9 +651,13 @@ pub fn ask_profile(
 
 type ProfileFetch = std::thread::JoinHandle<Result<Response, String>>;
 
-/// Worker: start the request of a pending profile slot.
-fn start_profile(i: usize) -> Option<(u64, ProfileFetch)> {
-    let (id, url, token, limits) = {
+/// A profile request under way: the slot's id, the URL and token (to keep the answer), and
+/// the request's thread.
+type ProfileInFlight = (u64, String, String, ProfileFetch);
+
+/// Worker: answer a pending profile slot from the kept answers, or start its request.
+fn start_profile(i: usize, answers: &AnswerCache) -> Option<ProfileInFlight> {
+    let (id, url, token, limits, ttl) = {
         let mut p = PROFILES.exclusive();
         let s = &mut p.slots[i];
         if s.state != PENDING {
@@ -651,15 +669,22 @@ fn start_profile(i: usize) -> Option<(u64, ProfileFetch)> {
             text(&s.url[..s.url_len as usize]),
             text(&s.token[..s.token_len as usize]),
             s.limits,
+            s.ttl_ms as f64 / 1000.0,
         )
     };
+    if let Some((r, age)) = answers.lookup(&url, &token, now(), ttl) {
+        PROFILES.exclusive().slots[i].age_ms = (age * 1000.0) as u64;
+        answer_profile(i, id, Ok(r));
+        return None;
+    }
+    let (u, t) = (url.clone(), token.clone());
     let started = without_signals(move || {
         std::thread::Builder::new()
             .name("outseta_auth profile".into())
-            .spawn(move || profile::fetch(&url, &token, limits))
+            .spawn(move || profile::fetch(&u, &t, limits))
     });
     match started {
-        Ok(h) => Some((id, h)),
+        Ok(h) => Some((id, url, token, h)),
         Err(e) => {
             answer_profile(i, id, Err(format!("could not start the request: {e}")));
             None
@@ -725,7 +750,10 @@ pub extern "C-unwind" fn outseta_auth_jwks_worker(_arg: pg_sys::Datum) {
         shared_memory_bytes()
     );
     let mut in_flight: [Option<(String, Timing, Fetch)>; SLOTS] = Default::default();
-    let mut profiles_in_flight: [Option<(u64, ProfileFetch)>; PROFILE_SLOTS] = Default::default();
+    let mut profiles_in_flight: [Option<ProfileInFlight>; PROFILE_SLOTS] = Default::default();
+    // Definitive profile answers, reused for every backend of the cluster (per token, for
+    // the asker's TTL).
+    let mut answers = AnswerCache::default();
     // A slot left FETCHING by a previous incarnation of the worker is asked again.
     {
         let mut p = PROFILES.exclusive();
@@ -743,14 +771,17 @@ pub extern "C-unwind" fn outseta_auth_jwks_worker(_arg: pg_sys::Datum) {
         };
         for (i, slot) in profiles_in_flight.iter_mut().enumerate() {
             match slot.take() {
-                Some((id, handle)) if handle.is_finished() => {
+                Some((id, url, token, handle)) if handle.is_finished() => {
                     let answer = handle
                         .join()
                         .unwrap_or_else(|_| Err("the request thread panicked".into()));
+                    if let Ok(r) = &answer {
+                        answers.store(&url, &token, now(), r);
+                    }
                     answer_profile(i, id, answer);
                 }
                 Some(running) => *slot = Some(running),
-                None => *slot = start_profile(i),
+                None => *slot = start_profile(i, &answers),
             }
         }
         if profiles_in_flight.iter().any(Option::is_some) {

@@ -264,6 +264,62 @@ impl ProfileCache {
     }
 }
 
+/// The endpoint's definitive answers (200, 401, 403) per URL and token, kept by the one
+/// process that asks for the whole cluster (the background worker), so that a token is
+/// asked about once per TTL however many connections use it. An answer is reused while it
+/// is younger than the asker's TTL; its age goes back with it, so that the asker's own
+/// cache keeps it only for the rest of that TTL. Other statuses and failures are not kept.
+/// Bounded like [`ProfileCache`].
+#[derive(Default)]
+pub struct AnswerCache {
+    map: HashMap<(Box<str>, Box<str>), (f64, Response)>,
+    order: VecDeque<(Box<str>, Box<str>)>,
+    bytes: usize,
+}
+
+impl AnswerCache {
+    /// A fresh answer for `token` at `url` and its age in seconds.
+    pub fn lookup(&self, url: &str, token: &str, now: f64, ttl: f64) -> Option<(Response, f64)> {
+        let (at, r) = self.map.get(&(Box::from(url), Box::from(token)))?;
+        // A clock that went back makes an entry stale, never fresher.
+        (now >= *at && now - at < ttl).then(|| (r.clone(), now - at))
+    }
+
+    pub fn store(&mut self, url: &str, token: &str, now: f64, r: &Response) {
+        if !matches!(r.status, 200 | 401 | 403) {
+            return;
+        }
+        let key: (Box<str>, Box<str>) = (url.into(), token.into());
+        let cost = url.len() + token.len() + r.body.len();
+        if cost > PROFILE_CACHE_BYTES {
+            return;
+        }
+        if let Some((_, old)) = self.map.remove(&key) {
+            self.order.retain(|k| *k != key);
+            self.bytes -= key.0.len() + key.1.len() + old.body.len();
+        }
+        while self.map.len() >= PROFILE_CACHE_ENTRIES || self.bytes + cost > PROFILE_CACHE_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, old)) = self.map.remove(&oldest) {
+                self.bytes -= oldest.0.len() + oldest.1.len() + old.body.len();
+            }
+        }
+        self.bytes += cost;
+        self.order.push_back(key.clone());
+        self.map.insert(key, (now, r.clone()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
@@ -277,6 +333,61 @@ mod tests {
             status: 200,
             body: body.as_bytes().to_vec(),
         })
+    }
+
+    fn answer(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_workers_answers_are_kept_for_the_askers_ttl_with_their_age() {
+        let mut c = AnswerCache::default();
+        let r = answer(200, r#"{"Uid":"u1"}"#);
+        c.store(URL, "t1", 100.0, &r);
+        assert_eq!(c.lookup(URL, "t1", 100.0, 60.0), Some((r.clone(), 0.0)));
+        assert_eq!(c.lookup(URL, "t1", 159.5, 60.0), Some((r.clone(), 59.5)));
+        assert_eq!(c.lookup(URL, "t1", 160.0, 60.0), None, "TTL over");
+        assert_eq!(
+            c.lookup(URL, "t1", 110.0, 5.0),
+            None,
+            "the asker's TTL counts"
+        );
+        assert_eq!(c.lookup(URL, "t1", 99.0, 60.0), None, "clock went back");
+        assert_eq!(c.lookup(URL, "t2", 100.0, 60.0), None, "per token");
+        assert_eq!(c.lookup("https://b/p", "t1", 100.0, 60.0), None, "per URL");
+        // A refusal is kept (revocation is an answer); a newer answer replaces the old.
+        c.store(URL, "t1", 120.0, &answer(401, ""));
+        assert_eq!(c.lookup(URL, "t1", 121.0, 60.0).unwrap().0.status, 401);
+        assert_eq!(c.len(), 1);
+        // Other statuses are not kept: the next asker asks again.
+        for status in [500, 503, 302, 404] {
+            c.store(URL, "t3", 100.0, &answer(status, "x"));
+            assert_eq!(c.lookup(URL, "t3", 100.0, 60.0), None, "{status}");
+        }
+    }
+
+    #[test]
+    fn the_workers_answers_are_bounded() {
+        let mut c = AnswerCache::default();
+        for i in 0..(PROFILE_CACHE_ENTRIES + 10) {
+            c.store(URL, &format!("t{i}"), 1.0, &answer(200, "{}"));
+        }
+        assert_eq!(c.len(), PROFILE_CACHE_ENTRIES);
+        assert!(
+            c.lookup(URL, "t0", 1.0, 60.0).is_none(),
+            "the oldest went first"
+        );
+        let last = format!("t{}", PROFILE_CACHE_ENTRIES + 9);
+        assert!(c.lookup(URL, &last, 1.0, 60.0).is_some());
+        let big = "x".repeat(MAX_PROFILE_BYTES);
+        for i in 0..100 {
+            c.store(URL, &format!("b{i}"), 1.0, &answer(200, &big));
+        }
+        assert!(c.bytes <= PROFILE_CACHE_BYTES);
+        assert!(c.len() < 100);
     }
 
     #[test]

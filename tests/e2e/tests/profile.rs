@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use outseta_dev::Fault;
+use outseta_dev::{Fault, TokenRequest};
 use outseta_e2e::*;
 use postgres::error::SqlState;
 use postgres::Client;
@@ -43,6 +43,15 @@ fn serial() -> MutexGuard<'static, ()> {
 
 fn f() -> &'static outseta_dev::Server {
     &fixture().server
+}
+
+/// A token no other test uses (tokens minted in the same second with the same claims are
+/// identical, and the worker keeps answers per token).
+fn fresh(sub: &str, account: &str) -> String {
+    static N: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let mut req = TokenRequest::new(sub, account);
+    req.expires_in = 3600 + N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    token_with(req)
 }
 
 fn hits() -> u64 {
@@ -130,7 +139,7 @@ fn the_profile_is_fetched_once_per_token_by_the_worker_and_cached() {
     props.insert("FavoriteColor".into(), json!("teal"));
     props.insert("Seats".into(), json!(12));
     f().set_properties(JANE, props);
-    let jane = token(JANE, ACME);
+    let jane = fresh(JANE, ACME);
     let mut c = app();
     assert_eq!(profile(&mut c).unwrap(), None, "NULL without a token");
     let before = hits();
@@ -153,12 +162,12 @@ fn the_profile_is_fetched_once_per_token_by_the_worker_and_cached() {
     profile(&mut c).unwrap();
     assert_eq!(hits() - before, 1, "one request for 502 calls");
     // Another token: its own request.
-    with_token(&mut c, &token(BOB, GLOBEX));
+    with_token(&mut c, &fresh(BOB, GLOBEX));
     assert_eq!(profile(&mut c).unwrap().unwrap()["Uid"], BOB);
     assert_eq!(hits() - before, 2);
 
     // Preloaded: the request is made by the background worker, not by the backend.
-    let (backend, seen) = who_fetches(app(), &token(JANE, GLOBEX));
+    let (backend, seen) = who_fetches(app(), &fresh(JANE, GLOBEX));
     assert!(
         !seen.contains(&backend),
         "the backend {backend} itself talked to the endpoint: {seen:?}"
@@ -172,8 +181,71 @@ fn the_profile_is_fetched_once_per_token_by_the_worker_and_cached() {
         String::from_utf8_lossy(&title)
     );
     // Without preload: by the backend (on a helper thread).
-    let (backend, seen) = who_fetches(app_nopreload(), &token(BOB, ACME));
+    let (backend, seen) = who_fetches(app_nopreload(), &fresh(BOB, ACME));
     assert_eq!(seen, HashSet::from([backend]));
+}
+
+#[test]
+fn with_preload_new_connections_share_one_request_per_token_and_ttl() {
+    let _one = serial();
+    let profile_of = |mut c: Client, t: &str| {
+        with_token(&mut c, t);
+        profile(&mut c).unwrap().unwrap()["Uid"].clone()
+    };
+    // Preloaded: the worker keeps the answer for the cluster.
+    let t = fresh(JANE, ACME);
+    let before = hits();
+    for _ in 0..10 {
+        assert_eq!(profile_of(app(), &t), JANE);
+    }
+    assert_eq!(hits() - before, 1, "10 connections, one request");
+    // Without preload each connection asks.
+    let t = fresh(BOB, GLOBEX);
+    let before = hits();
+    for _ in 0..5 {
+        assert_eq!(profile_of(app_nopreload(), &t), BOB);
+    }
+    assert_eq!(hits() - before, 5);
+
+    // The kept answer lives one TTL for everyone: a deletion reaches a new connection,
+    // and a connection that cached the answer itself, within profile_ttl of the request.
+    let session = || {
+        let mut c = superuser();
+        c.batch_execute(
+            "SET outseta_auth.profile_check = on; SET outseta_auth.profile_ttl = '2s';
+             SET ROLE outseta_app",
+        )
+        .unwrap();
+        c
+    };
+    let todos = |c: &mut Client| {
+        c.query_one("SELECT count(*) FROM todos", &[])
+            .map(|r| r.get::<_, i64>(0))
+    };
+    let bob = fresh(BOB, GLOBEX);
+    let mut first = session();
+    with_token(&mut first, &bob);
+    let asked = Instant::now();
+    assert_eq!(todos(&mut first).unwrap(), 1);
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut second = session();
+    with_token(&mut second, &bob);
+    let before = hits();
+    assert_eq!(todos(&mut second).unwrap(), 1, "the kept answer, 1 s old");
+    assert_eq!(hits(), before, "no request for the second connection");
+    f().set_deleted(BOB, true);
+    // 2 s after the request (not 2 s after the second connection took it): refused.
+    std::thread::sleep(Duration::from_millis(2100).saturating_sub(asked.elapsed()));
+    for c in [&mut first, &mut second, &mut session()] {
+        with_token(c, &bob);
+        let e = todos(c).unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+            "{e}"
+        );
+    }
+    f().set_deleted(BOB, false);
 }
 
 #[test]
@@ -181,7 +253,7 @@ fn a_slow_profile_endpoint_can_be_cancelled_and_the_connection_still_works() {
     let _one = serial();
     f().set_profile_fault(Fault::Slow(Duration::from_secs(30)));
     for (what, mut c) in [("preloaded", app()), ("not preloaded", app_nopreload())] {
-        with_token(&mut c, &token(JANE, ACME));
+        with_token(&mut c, &fresh(JANE, ACME));
         c.batch_execute("SET statement_timeout = '300ms'").unwrap();
         let started = Instant::now();
         let e = profile(&mut c).unwrap_err();
@@ -199,7 +271,7 @@ fn a_slow_profile_endpoint_can_be_cancelled_and_the_connection_still_works() {
     let mut c = superuser();
     c.batch_execute("SET outseta_auth.http_timeout = '500ms'")
         .unwrap();
-    with_token(&mut c, &token(BOB, GLOBEX));
+    with_token(&mut c, &fresh(BOB, GLOBEX));
     let started = Instant::now();
     let e = profile(&mut c).unwrap_err();
     assert_eq!(e.code(), Some(&SqlState::SYSTEM_ERROR), "{e}");
@@ -225,7 +297,7 @@ fn profile_check_refuses_a_deleted_persons_token_and_fails_closed() {
             .map(|r| r.get(0))
     };
     let mut c = session("1s");
-    let bob = token(BOB, GLOBEX);
+    let bob = fresh(BOB, GLOBEX);
     with_token(&mut c, &bob);
     assert_eq!(todos(&mut c).unwrap(), 1, "Bob's todo");
 
@@ -258,7 +330,7 @@ fn profile_check_refuses_a_deleted_persons_token_and_fails_closed() {
     ] {
         f().set_profile_fault(fault.clone());
         let mut c = session("60s");
-        with_token(&mut c, &token(JANE, ACME));
+        with_token(&mut c, &fresh(JANE, ACME));
         let e = todos(&mut c).unwrap_err();
         assert_eq!(e.code(), Some(&SqlState::SYSTEM_ERROR), "{fault:?}: {e}");
         let code: String = c
@@ -269,7 +341,7 @@ fn profile_check_refuses_a_deleted_persons_token_and_fails_closed() {
     }
     f().set_profile_fault(Fault::None);
     let mut c = session("60s");
-    with_token(&mut c, &token(JANE, ACME));
+    with_token(&mut c, &fresh(JANE, ACME));
     assert_eq!(todos(&mut c).unwrap(), 2, "Jane's todos once it answers");
 }
 
