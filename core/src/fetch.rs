@@ -51,17 +51,7 @@ pub struct HttpFetcher;
 
 impl Fetcher for HttpFetcher {
     fn fetch(&self, url: &str, limits: FetchLimits) -> Result<Fetched, String> {
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(limits.total))
-            .timeout_connect(Some(limits.connect))
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .proxy(None)
-            .max_response_header_size(16 * 1024)
-            .user_agent(concat!("outseta_auth/", env!("CARGO_PKG_VERSION")))
-            .build();
-        let agent: ureq::Agent = config.into();
-        let mut response = agent
+        let mut response = agent(limits)
             .get(url)
             .header("Accept", "application/json")
             .call()
@@ -93,6 +83,21 @@ impl Fetcher for HttpFetcher {
         }
         Ok(Fetched { body, max_age })
     }
+}
+
+/// The HTTP client of every request the extension makes: total and connect timeouts, no
+/// redirects, no proxies (environment variables ignored), statuses returned as answers.
+pub fn agent(limits: FetchLimits) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(limits.total))
+        .timeout_connect(Some(limits.connect))
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .proxy(None)
+        .max_response_header_size(16 * 1024)
+        .user_agent(concat!("outseta_auth/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
 }
 
 fn describe(e: ureq::Error) -> String {

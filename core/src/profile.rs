@@ -54,17 +54,7 @@ pub struct Response {
 /// One bounded request: total and connect timeouts, no redirects, no proxies, body cap.
 /// The error is a reason for humans; it never contains the token.
 pub fn fetch(url: &str, token: &str, limits: FetchLimits) -> Result<Response, String> {
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(limits.total))
-        .timeout_connect(Some(limits.connect))
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .proxy(None)
-        .max_response_header_size(16 * 1024)
-        .user_agent(concat!("outseta_auth/", env!("CARGO_PKG_VERSION")))
-        .build();
-    let agent: ureq::Agent = config.into();
-    let mut response = agent
+    let mut response = crate::fetch::agent(limits)
         .get(url)
         .header("Accept", "application/json")
         .header("Authorization", format!("Bearer {token}"))

@@ -267,7 +267,7 @@ fn a_slow_profile_endpoint_can_be_cancelled_and_the_connection_still_works() {
         let one: i32 = c.query_one("SELECT 1", &[]).unwrap().get(0);
         assert_eq!(one, 1, "{what}: the connection works afterwards");
     }
-    // The default http_timeout bounds a request nobody cancels: 58000, not a hang.
+    // outseta_auth.http_timeout bounds a request nobody cancels: 58000, not a hang.
     let mut c = superuser();
     c.batch_execute("SET outseta_auth.http_timeout = '500ms'")
         .unwrap();
