@@ -57,6 +57,7 @@ pub static COOKIE_ORIGINS: GucSetting<Option<CString>> =
 static PROFILE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 static PROFILE_TTL: GucSetting<i32> = GucSetting::<i32>::new(60);
 static PROFILE_CHECK: GucSetting<bool> = GucSetting::<bool>::new(false);
+static PRE_REQUEST_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static WEBHOOK_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -422,10 +423,20 @@ pub fn register() {
         &AUTHENTICATED_ROLE,
         None,
     );
+    // Read only by outseta_pre_request() (PL/pgSQL, current_setting); superuser-only
+    // because it decides what Supabase's policies see as the request's claims.
+    GucRegistry::define_bool_guc(
+        c"outseta_auth.pre_request_claims",
+        c"When on, outseta_pre_request() sets request.jwt.claims (transaction-local) to a valid token's verified claims plus role, for Supabase's auth.jwt()/auth.role().",
+        c"No token: PostgREST's own claims stay. A bad token: 401, claims untouched.",
+        &PRE_REQUEST_CLAIMS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     su_string(
         c"outseta_auth.cookie_origins",
-        c"Comma list of origins (e.g. https://app.example.com) whose requests may use the token cookie; empty: any origin that is not cross-site.",
-        c"A cookie token is never used for a request whose Sec-Fetch-Site is cross-site.",
+        c"Comma list of origins (e.g. https://app.example.com) whose requests may use the token cookie besides same-origin ones; empty: same-origin requests only.",
+        c"Same-origin: no Origin, or an Origin matching the request's Host, and Sec-Fetch-Site not same-site. A cookie token is never used for a request whose Sec-Fetch-Site is cross-site.",
         &COOKIE_ORIGINS,
         Some(check_cookie_origins),
     );

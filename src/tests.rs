@@ -849,15 +849,48 @@ mod tests {
         assert_eq!(sub().as_deref(), Some("dQGxEz94"));
         set_request(&t, json!({"sec-fetch-site": "cross-site"}));
         assert_eq!(sub(), None);
-        set_request(&t, json!({"origin": "https://evil.example"}));
-        assert_eq!(
-            sub().as_deref(),
-            Some("dQGxEz94"),
-            "no origin list: any origin"
+        // Issue 18's table, default settings (cookie_origins empty): not used.
+        set_request(
+            &t,
+            json!({"origin": "https://evil.example.com", "host": "api.example.com",
+                   "sec-fetch-site": "same-site"}),
         );
+        assert_eq!(sub(), None, "a sibling subdomain");
+        set_request(
+            &t,
+            json!({"origin": "https://evil.example", "host": "api.example.com"}),
+        );
+        assert_eq!(sub(), None, "another origin, no Fetch Metadata");
+        set_request(&t, json!({"origin": "https://evil.example"}));
+        assert_eq!(sub(), None, "an Origin and no Host");
+        // A page script may add headers through CORS; none of them widens the rule.
+        set_request(
+            &t,
+            json!({"origin": "https://evil.example", "host": "api.example.com",
+                   "x-forwarded-host": "evil.example", "forwarded": "host=evil.example"}),
+        );
+        assert_eq!(sub(), None, "x-forwarded-host is not read");
+        // Same-origin: the request's own origin, or no Origin at all (not a browser).
+        set_request(
+            &t,
+            json!({"origin": "https://api.example.com", "host": "api.example.com",
+                   "sec-fetch-site": "same-origin"}),
+        );
+        assert_eq!(sub().as_deref(), Some("dQGxEz94"));
+        set_request(&t, json!({"host": "api.example.com"}));
+        assert_eq!(sub().as_deref(), Some("dQGxEz94"));
+        // A listed origin is what makes another origin count.
         sql("SET outseta_auth.cookie_origins = 'https://app.example.com'");
+        set_request(
+            &t,
+            json!({"origin": "https://evil.example", "host": "api.example.com"}),
+        );
         assert_eq!(sub(), None, "an origin not in the list");
-        set_request(&t, json!({"origin": "https://app.example.com"}));
+        set_request(
+            &t,
+            json!({"origin": "https://app.example.com", "host": "api.example.com",
+                   "sec-fetch-site": "same-site"}),
+        );
         assert_eq!(sub().as_deref(), Some("dQGxEz94"));
         // The setting source is not a cookie: unaffected.
         set_request(&t, json!({"sec-fetch-site": "cross-site"}));
@@ -879,6 +912,64 @@ mod tests {
         let bad: Value = serde_json::from_str(&text(q).unwrap()).unwrap();
         assert_eq!(bad["valid"], false);
         assert_eq!(bad["error_code"], "malformed");
+    }
+
+    #[pg_test]
+    fn pre_request_hands_verified_claims_on_only_when_asked() {
+        let s = start();
+        let anon = r#"{"iss": "supabase", "role": "anon"}"#;
+        let run = |token: &str| -> Value {
+            set_token(token);
+            Spi::run_with_args(
+                "SELECT set_config('request.jwt.claims', $1, true)",
+                &[anon.into()],
+            )
+            .unwrap();
+            sql("SELECT outseta_pre_request()");
+            serde_json::from_str(&text("SELECT current_setting('request.jwt.claims')").unwrap())
+                .unwrap()
+        };
+        let jane = s.mint(&jane());
+        // Off (the default): PostgREST's claims stay.
+        assert_eq!(text("SHOW outseta_auth.pre_request_claims").as_deref(), Some("off"));
+        assert_eq!(run(&jane)["role"], "anon");
+        sql("SET outseta_auth.pre_request_claims = on");
+        let claims = run(&jane);
+        assert_eq!(claims["sub"], "dQGxEz94");
+        assert_eq!(claims["outseta:accountUid"], "wZmNw7Q2");
+        assert_eq!(claims["iss"], "https://test.outseta.com");
+        let me = text("SELECT current_user::text").unwrap();
+        assert_eq!(claims["role"], me.as_str(), "role: the role now in effect");
+        // No token: untouched.
+        assert_eq!(run("")["role"], "anon");
+        // A bad token ends the request (401) before anything is set.
+        set_token("x.y.z");
+        let e = error_of("SELECT outseta_pre_request()").unwrap();
+        assert!(e.starts_with("PGRST "), "{e}");
+        assert!(e.contains(r#""code" : "malformed""#), "{e}");
+    }
+
+    #[pg_test]
+    fn pre_request_tells_anonymous_clients_no_urls_or_causes() {
+        let s = start();
+        let t = s.mint(&jane());
+        // Nothing listens on port 1: the fetch fails with a network error naming the URL.
+        sql("SET outseta_auth.jwks_url = 'http://127.0.0.1:1/internal-jwks'");
+        set_token(&t);
+        let e = error_of("SELECT outseta_pre_request()").unwrap();
+        assert!(e.contains(r#""code" : "jwks_unavailable""#), "{e}");
+        assert!(e.contains("token verification is unavailable"), "{e}");
+        for secret in ["127.0.0.1", "internal-jwks", "refused", "http"] {
+            assert!(!e.contains(secret), "{secret} in {e}");
+        }
+        // The cause is still there for the operator.
+        let status = text("SELECT outseta_jwks_status()::text").unwrap();
+        assert!(status.contains("internal-jwks"), "{status}");
+        // A configuration error: 500 with a generic message.
+        sql("SET outseta_auth.jwks_url = ''");
+        let e = error_of("SELECT outseta_pre_request()").unwrap();
+        assert!(e.contains(r#""code" : "config_error""#), "{e}");
+        assert!(e.contains("misconfigured") && !e.contains("jwks_url"), "{e}");
     }
 
     // ---- Outseta's profile endpoint and webhooks ----

@@ -72,10 +72,18 @@ impl CookieGate {
     fn allowed(&mut self, headers: &[u8]) -> Result<bool, AuthError> {
         let generation = settings::generation();
         if self.generation != generation || self.headers != headers {
-            let [site, origin] =
-                json_members(headers, ["sec-fetch-site", "origin"], "request.headers")?;
+            let [site, origin, host] = json_members(
+                headers,
+                ["sec-fetch-site", "origin", "host"],
+                "request.headers",
+            )?;
             let origins = parse_origins(borrow_str(&settings::COOKIE_ORIGINS))?;
-            self.allowed = cookie_allowed(site.as_deref(), origin.as_deref(), &origins);
+            self.allowed = cookie_allowed(
+                site.as_deref(),
+                origin.as_deref(),
+                host.as_deref(),
+                &origins,
+            );
             self.headers = headers.to_vec();
             self.generation = generation;
         }
@@ -89,8 +97,9 @@ thread_local! {
     static GATE: RefCell<CookieGate> = RefCell::new(CookieGate::default());
 }
 
-/// False when `request.headers` show a cross-site browser request (see
-/// [`cookie_allowed`]): the cookie then carries no identity and the request is anonymous.
+/// False when `request.headers` show a browser request from another origin that
+/// `outseta_auth.cookie_origins` does not list (see [`cookie_allowed`]): the cookie then
+/// carries no identity and the request is anonymous.
 fn cookie_may_be_used() -> Result<bool, AuthError> {
     let headers = other_setting(c"request.headers");
     if headers.is_empty() {

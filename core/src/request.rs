@@ -109,25 +109,67 @@ pub fn json_members<const N: usize>(
 
 /// Whether the cookie may carry identity for this request (a CSRF defence).
 ///
-/// A cross-site page can make a browser send its cookies (a form POST, an image), but it
-/// cannot set request headers. So the cookie is not used when the browser says the request
-/// is cross-site (`Sec-Fetch-Site: cross-site`), or, when `allowed_origins` is not empty,
-/// when the request has an `Origin` that is not listed (`Origin: null` included). A request
-/// without these headers (not from a browser, or an old one) keeps its cookie.
+/// A page on another origin can make a browser send its cookies (a form POST, an image,
+/// a credentialed `fetch`), but it cannot set or change `Origin`, `Host` or `Sec-Fetch-Site`
+/// (forbidden request headers, which no CORS preflight can allow), so only these three are
+/// read; nothing a page script can set (`X-Forwarded-Host`, ...) ever widens the rule:
+///
+/// - `Sec-Fetch-Site: cross-site`: never.
+/// - An `Origin` listed in `allowed_origins` (`outseta_auth.cookie_origins`): yes.
+/// - `Sec-Fetch-Site: same-site` (a sibling subdomain, another port): only as listed above.
+/// - Otherwise the request must be same-origin: no `Origin` (a browser sends none on a
+///   same-origin `GET`; clients that are not browsers send none), or an `Origin` whose
+///   host and port equal the request's own `Host` (a reverse proxy that rewrites `Host`
+///   must pass it through, or list the public origin). `Origin: null` never matches.
 pub fn cookie_allowed(
     sec_fetch_site: Option<&str>,
     origin: Option<&str>,
+    host: Option<&str>,
     allowed_origins: &[String],
 ) -> bool {
-    if sec_fetch_site.is_some_and(|s| s.trim().eq_ignore_ascii_case("cross-site")) {
+    let site = sec_fetch_site.map(str::trim).unwrap_or("");
+    if site.eq_ignore_ascii_case("cross-site") {
         return false;
     }
-    match origin.map(str::trim) {
-        Some(o) if !allowed_origins.is_empty() => allowed_origins
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(o.trim_end_matches('/'))),
-        _ => true,
+    let origin = origin.map(|o| o.trim().trim_end_matches('/'));
+    if let Some(o) = origin {
+        if allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o)) {
+            return true;
+        }
     }
+    if site.eq_ignore_ascii_case("same-site") {
+        return false;
+    }
+    match origin {
+        None => true,
+        Some(o) => host.is_some_and(|h| same_authority(o, h)),
+    }
+}
+
+/// Whether the origin `scheme://host[:port]` names the authority `host[:port]` of a `Host`
+/// header (case-insensitive; a default port written or omitted on either side).
+fn same_authority(origin: &str, host: &str) -> bool {
+    let (rest, default_port) = if let Some(r) = origin.strip_prefix("https://") {
+        (r, "443")
+    } else if let Some(r) = origin.strip_prefix("http://") {
+        (r, "80")
+    } else {
+        return false; // "null", or not an origin
+    };
+    let norm = |a: &str| -> String {
+        let a = a.trim().to_ascii_lowercase();
+        // Split off a port (an IPv6 literal keeps its colons inside brackets).
+        let (h, port) = match a.rfind(':') {
+            Some(i) if !a[i..].contains(']') => (a[..i].to_string(), a[i + 1..].to_string()),
+            _ => (a.clone(), String::new()),
+        };
+        if port.is_empty() || port == default_port {
+            h
+        } else {
+            format!("{h}:{port}")
+        }
+    };
+    !rest.is_empty() && !rest.contains('/') && !host.trim().is_empty() && norm(rest) == norm(host)
 }
 
 /// Parse `outseta_auth.cookie_origins`: a comma list of origins such as
@@ -338,32 +380,60 @@ mod tests {
     #[test]
     fn csrf_rule() {
         let allowed = parse_origins("https://app.example.com, http://localhost:5173/").unwrap();
-        let ok = |site, origin, list: &[String]| cookie_allowed(site, origin, list);
-        // Not from a browser, or an old one: the cookie counts.
-        assert!(ok(None, None, &allowed));
-        assert!(ok(Some("same-origin"), None, &[]));
-        assert!(ok(Some("same-site"), Some("https://evil.example"), &[]));
-        // The browser says cross-site: never.
-        assert!(!ok(Some("cross-site"), None, &[]));
+        let ok = |site, origin, host, list: &[String]| cookie_allowed(site, origin, host, list);
+        let api = Some("api.example.com");
+        // Not from a browser (no Origin, no Fetch Metadata): the cookie counts.
+        assert!(ok(None, None, None, &[]));
+        assert!(ok(None, None, api, &allowed));
+        // Same-origin: no Origin (a same-origin GET), or the request's own origin.
+        assert!(ok(Some("same-origin"), None, api, &[]));
+        assert!(ok(Some("none"), None, api, &[]));
+        assert!(ok(Some("same-origin"), Some("https://api.example.com"), api, &[]));
+        assert!(ok(None, Some("https://API.example.com/"), api, &[]));
+        assert!(ok(None, Some("https://api.example.com"), Some("api.example.com:443"), &[]));
+        assert!(ok(None, Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080"), &[]));
+        assert!(ok(None, Some("http://[::1]:8080"), Some("[::1]:8080"), &[]));
+        assert!(ok(None, Some("http://[::1]"), Some("[::1]:80"), &[]));
+        // The two rows of issue 18, default settings: not used.
+        assert!(!ok(Some("same-site"), Some("https://evil.example.com"), api, &[]));
+        assert!(!ok(None, Some("https://evil.example"), api, &[]));
+        // Another port of the same host is another origin; so is another scheme's port.
+        assert!(!ok(None, Some("http://127.0.0.1:8081"), Some("127.0.0.1:8080"), &[]));
+        assert!(!ok(None, Some("http://api.example.com:8443"), api, &[]));
+        assert!(!ok(None, Some("https://api.example.com.evil.example"), api, &[]));
+        // An Origin but no Host to compare with, or an opaque origin: not used.
+        assert!(!ok(None, Some("https://api.example.com"), None, &[]));
+        assert!(!ok(None, Some("null"), Some("null"), &[]));
+        assert!(!ok(None, Some("api.example.com"), api, &[]));
+        // Same-site without Origin (an image, a navigation from a sibling): not used.
+        assert!(!ok(Some("same-site"), None, api, &[]));
+        assert!(!ok(Some("Same-Site"), Some("https://api.example.com"), api, &[]));
+        // The browser says cross-site: never, listed or not.
+        assert!(!ok(Some("cross-site"), None, api, &[]));
         assert!(!ok(
             Some("Cross-Site"),
             Some("https://app.example.com"),
+            api,
             &allowed
         ));
-        // With a list, the Origin must be in it.
+        // A listed origin counts, same-site included.
         assert!(ok(
-            Some("same-origin"),
+            Some("same-site"),
             Some("https://app.example.com"),
+            api,
             &allowed
         ));
-        assert!(ok(None, Some("http://localhost:5173"), &allowed));
-        assert!(!ok(None, Some("https://evil.example"), &allowed));
-        assert!(!ok(None, Some("null"), &allowed));
+        assert!(ok(None, Some("http://localhost:5173"), api, &allowed));
+        assert!(!ok(None, Some("https://evil.example"), api, &allowed));
+        assert!(!ok(None, Some("null"), api, &allowed));
         assert!(!ok(
             None,
             Some("https://app.example.com.evil.example"),
+            api,
             &allowed
         ));
+        // With a list, a same-origin request still counts.
+        assert!(ok(None, Some("https://api.example.com"), api, &allowed));
     }
 
     #[test]

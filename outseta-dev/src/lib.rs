@@ -5,6 +5,8 @@
 //! It can also misbehave on command ([`Fault`]) so that the extension's handling of a
 //! slow, broken or hostile JWKS server can be tested against a real socket.
 
+pub mod gateway;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -18,6 +18,11 @@ USAGE
       GET /api/v1/profile (Bearer token; 401 unless valid and the person exists),
       POST /people {\"uid\":..,\"properties\":{..},\"deleted\":true|false}.
       Loopback addresses only.
+  outseta-dev gateway [--addr 127.0.0.1:8080] [--upstream 127.0.0.1:3000] [--prefix /api]
+      [--static DIR]
+      A reverse proxy on loopback: paths under the prefix go to the upstream (PostgREST) with
+      the prefix removed and the client's headers (Host included); other paths are files of
+      DIR (/ is index.html). One origin for a frontend and its API, as nginx would serve them.
   outseta-dev token --key-file F --sub PERSON --account ACCOUNT [--issuer URL] [--audience A]
       [--expires-in S] [--email E] [--name N] [--plan P] [--add-on U]... [--not-primary]
       Print one access token signed with the key in F.
@@ -96,6 +101,23 @@ fn run(args: &[String]) -> Result<(), String> {
             let server =
                 Server::start(addr, issuer).map_err(|e| format!("cannot serve on {addr}: {e}"))?;
             println!("outseta-dev: serving {}", server.jwks_url());
+            loop {
+                std::thread::park();
+            }
+        }
+        "gateway" => {
+            let addr = flag(args, "--addr").unwrap_or("127.0.0.1:8080");
+            let upstream = flag(args, "--upstream")
+                .map(|u| u.parse().map_err(|_| "--upstream: not an IP:port"))
+                .transpose()?;
+            let routes = outseta_dev::gateway::Routes {
+                prefix: flag(args, "--prefix").unwrap_or("/api").to_string(),
+                upstream,
+                static_dir: flag(args, "--static").map(Into::into),
+            };
+            let gw = outseta_dev::gateway::Gateway::start(addr, routes)
+                .map_err(|e| format!("cannot serve on {addr}: {e}"))?;
+            println!("outseta-dev: gateway on {}", gw.url());
             loop {
                 std::thread::park();
             }

@@ -184,3 +184,119 @@ pub fn configure_webhook_secret(port: u16) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A PostgREST 12 process (the binary scripts/setup installs), started with
+/// `sql/examples/postgrest/postgrest.conf` against database `db` of the main cluster:
+/// `db-uri` and `server-port` replaced, `overrides` replacing or adding other lines. Its log
+/// and pid file are `<name>.log` / `<name>.pid` in the e2e work folder (scripts/e2e stops
+/// every process with a pid file there).
+pub struct PostgRest {
+    pub addr: std::net::SocketAddr,
+    _child: std::sync::Mutex<std::process::Child>,
+}
+
+impl PostgRest {
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+pub fn work_dir() -> String {
+    std::env::var("OUTSETA_E2E_WORK")
+        .expect("OUTSETA_E2E_WORK is not set: run these tests through scripts/e2e")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn start_postgrest(name: &str, db: &str, overrides: &[(&str, String)]) -> PostgRest {
+    use std::io::{Read, Write};
+    let port = free_port();
+    let conf_file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../sql/examples/postgrest/postgrest.conf"
+    );
+    let mut lines: Vec<(String, String)> = std::fs::read_to_string(conf_file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(" = "))
+        .filter(|(k, _)| !k.starts_with('#'))
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .collect();
+    let mut set = |k: &str, v: String| match lines.iter_mut().find(|(key, _)| key == k) {
+        Some(l) => l.1 = v,
+        None => lines.push((k.to_string(), v)),
+    };
+    set(
+        "db-uri",
+        format!(
+            "\"postgres://authenticator@127.0.0.1:{}/{db}\"",
+            fixture().port
+        ),
+    );
+    set("server-port", port.to_string());
+    for (k, v) in overrides {
+        set(k, v.clone());
+    }
+    let conf: String = lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    let work = work_dir();
+    let conf_path = format!("{work}/{name}.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let bin = std::env::var("OUTSETA_E2E_POSTGREST").expect("OUTSETA_E2E_POSTGREST");
+    let child = std::process::Command::new(bin)
+        .arg(&conf_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(format!("{work}/{name}.log")).unwrap())
+        .spawn()
+        .expect("starting postgrest");
+    std::fs::write(format!("{work}/{name}.pid"), child.id().to_string()).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let started = std::time::Instant::now();
+    // Ready when the root (the OpenAPI document) answers 200.
+    loop {
+        let answer = std::net::TcpStream::connect(addr).ok().and_then(|mut s| {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let mut r = String::new();
+            s.read_to_string(&mut r).ok()?;
+            Some(r)
+        });
+        if answer.is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "PostgREST did not become ready; see {work}/{name}.log"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    PostgRest {
+        addr,
+        _child: std::sync::Mutex::new(child),
+    }
+}
+
+/// Create database `db` on the main cluster (dropped first if it exists) with the
+/// extension and its key source set to the fixture's issuer; returns a superuser client.
+pub fn fresh_database(db: &str) -> Client {
+    let f = fixture();
+    let mut su = connect_as(f.port, "postgres", "postgres");
+    su.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .unwrap();
+    su.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    let mut c = connect_as(f.port, "postgres", db);
+    c.batch_execute(&format!(
+        "CREATE EXTENSION outseta_auth;
+         ALTER DATABASE {db} SET outseta_auth.jwks_url = '{}';
+         ALTER DATABASE {db} SET outseta_auth.issuer = '{ISSUER}';",
+        f.server.jwks_url()
+    ))
+    .unwrap();
+    c
+}

@@ -3,10 +3,8 @@
 //! frontend would: the Outseta cookie, a header token, anonymous requests, bad tokens, and
 //! cross-site form posts.
 
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use outseta_dev::TokenRequest;
 use outseta_e2e::*;
@@ -18,12 +16,7 @@ const COOKIE: &str = "Outseta.nocode.accessToken";
 
 struct Rest {
     base: String,
-    _child: Mutex<Child>,
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run these tests through scripts/e2e"))
+    _server: PostgRest,
 }
 
 fn examples(file: &str) -> String {
@@ -37,79 +30,17 @@ fn rest() -> &'static Rest {
     static R: OnceLock<Rest> = OnceLock::new();
     R.get_or_init(|| {
         let f = fixture();
-        let mut su = connect_as(f.port, "postgres", "postgres");
-        su.batch_execute(&format!("DROP DATABASE IF EXISTS {REST_DB} WITH (FORCE)"))
-            .unwrap();
-        su.batch_execute(&format!("CREATE DATABASE {REST_DB}"))
-            .unwrap();
-        let mut db = connect_as(f.port, "postgres", REST_DB);
-        db.batch_execute(&format!(
-            "CREATE EXTENSION outseta_auth;
-             ALTER DATABASE {REST_DB} SET outseta_auth.jwks_url = '{}';
-             ALTER DATABASE {REST_DB} SET outseta_auth.issuer = '{ISSUER}';",
-            f.server.jwks_url()
-        ))
-        .unwrap();
+        let mut db = fresh_database(REST_DB);
         db.batch_execute(&examples("outseta_app.sql")).unwrap();
         db.batch_execute(&examples("seed.sql")).unwrap();
         db.batch_execute(&examples("postgrest/roles.sql")).unwrap();
         db.batch_execute(&examples("postgrest/webhook.sql"))
             .unwrap();
         configure_webhook_secret(f.port);
-
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf: String = examples("postgrest/postgrest.conf")
-            .lines()
-            .map(|l| {
-                if l.starts_with("db-uri") {
-                    format!(
-                        "db-uri = \"postgres://authenticator@127.0.0.1:{}/{REST_DB}\"",
-                        f.port
-                    )
-                } else if l.starts_with("server-port") {
-                    format!("server-port = {port}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let work = env("OUTSETA_E2E_WORK");
-        let conf_path = format!("{work}/postgrest.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(env("OUTSETA_E2E_POSTGREST"))
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(format!("{work}/postgrest.log")).unwrap())
-            .spawn()
-            .expect("starting postgrest");
-        // scripts/e2e stops it on exit.
-        std::fs::File::create(format!("{work}/postgrest.pid"))
-            .unwrap()
-            .write_all(child.id().to_string().as_bytes())
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = agent().get(format!("{base}/todos?limit=0")).call() {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "PostgREST did not become ready; see {work}/postgrest.log"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let server = start_postgrest("postgrest", REST_DB, &[]);
         Rest {
-            base,
-            _child: Mutex::new(child),
+            base: server.base(),
+            _server: server,
         }
     })
 }
