@@ -3,6 +3,8 @@
 //! example schema loaded and the JWKS served by an in-process outseta-dev server on
 //! 127.0.0.1.
 
+pub mod webdriver;
+
 use std::sync::OnceLock;
 
 use outseta_dev::{Issuer, Server, TokenRequest};
