@@ -315,12 +315,15 @@ fn pages_on_other_origins_cannot_act_or_read_with_janes_cookie() {
             );
         }
     }
-    // Jane's own page still works afterwards, with the same cookie.
+    // Jane's own page still works afterwards, with the same cookie (another test may have
+    // added a todo of hers meanwhile).
     b.goto(&s.app);
     b.wait_for(
         "document.body.dataset.state === 'ready'",
         "document.body.innerText",
         20,
     );
-    assert_eq!(listed_titles(&b), janes);
+    let now = listed_titles(&b);
+    assert!(janes.iter().all(|t| now.contains(t)), "{now:?}");
+    assert!(now.iter().all(|t| t.starts_with("Jane")), "{now:?}");
 }
