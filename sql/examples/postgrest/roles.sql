@@ -31,7 +31,9 @@ $$;
 DO $$ BEGIN
     EXECUTE format('ALTER DATABASE %I SET outseta_auth.authenticated_role = %L',
                    current_database(), 'authenticated');
-    -- Your frontend's origin(s): a cookie sent with any other Origin is ignored (CSRF).
+    -- Same-origin requests (the page and the API on one origin) always use the cookie.
+    -- List your frontend's origin(s) when it calls the API from another origin (or a proxy
+    -- rewrites Host): a cookie sent with any other Origin is ignored (CSRF).
     EXECUTE format('ALTER DATABASE %I SET outseta_auth.cookie_origins = %L',
                    current_database(), 'https://app.example.com');
     -- Also accept the token in a header (a "Bearer " prefix is stripped).

@@ -526,3 +526,36 @@ fn a_downgrade_webhook_hides_gated_rows_while_the_token_still_has_the_add_on() {
         .send();
     assert_eq!(bob.json(), serde_json::json!([]));
 }
+
+#[test]
+fn an_unreachable_issuer_is_a_503_that_names_no_url_or_cause() {
+    const DOWN_DB: &str = "outseta_rest_down";
+    let mut db = fresh_database(DOWN_DB);
+    db.batch_execute(&examples("outseta_app.sql")).unwrap();
+    db.batch_execute(&examples("postgrest/roles.sql")).unwrap();
+    // Nothing listens on port 1 of loopback: every fetch fails, no keys are ever cached.
+    db.batch_execute(&format!(
+        "ALTER DATABASE {DOWN_DB} SET outseta_auth.jwks_url = 'http://127.0.0.1:1/internal/jwks'"
+    ))
+    .unwrap();
+    let server = start_postgrest("postgrest-down", DOWN_DB, &[]);
+    let mut r = agent()
+        .get(format!("{}/todos", server.base()))
+        .header("Cookie", format!("{COOKIE}={}", token(JANE, ACME)))
+        .call()
+        .unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert_eq!(r.status(), 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["code"], "jwks_unavailable", "{body}");
+    for leak in ["127.0.0.1", "internal", "jwks_url", "refused", "http:"] {
+        assert!(!body.contains(leak), "{leak} in the anonymous client's body: {body}");
+    }
+    // The operator finds the cause in the server log.
+    let log = std::fs::read_to_string(std::env::var("OUTSETA_E2E_SERVER_LOG").unwrap()).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("outseta_pre_request: jwks_unavailable")
+            && l.contains("127.0.0.1:1/internal/jwks")),
+        "no cause in the server log"
+    );
+}

@@ -47,11 +47,16 @@ fn supabase() -> &'static Supabase {
         ))
         .unwrap();
         db.batch_execute(&fixture_sql).unwrap();
-        // What the migration guide tells a self-hosted Supabase operator to set.
+        // What the migration guide tells a self-hosted Supabase operator to run, with the
+        // domain (a real Outseta host) replaced by the test issuer's jwks_url.
+        let setup = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../sql/examples/supabase/setup.sql"
+        ))
+        .unwrap();
+        db.batch_execute(&setup).unwrap();
         db.batch_execute(&format!(
-            "ALTER DATABASE {DB} SET outseta_auth.authenticated_role = 'authenticated';
-             ALTER DATABASE {DB} SET outseta_auth.pre_request_claims = on;
-             ALTER ROLE authenticator IN DATABASE {DB} SET outseta_auth.token_header = 'x-outseta-token';
+            "ALTER DATABASE {DB} RESET outseta_auth.domain;
              INSERT INTO todos (user_id, title) VALUES
                  ('{JANE}', 'jane: renew passport'), ('{JANE}', 'jane: book dentist'),
                  ('{BOB}', 'bob: fix the bike');"
