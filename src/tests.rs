@@ -931,7 +931,10 @@ mod tests {
         };
         let jane = s.mint(&jane());
         // Off (the default): PostgREST's claims stay.
-        assert_eq!(text("SHOW outseta_auth.pre_request_claims").as_deref(), Some("off"));
+        assert_eq!(
+            text("SHOW outseta_auth.pre_request_claims").as_deref(),
+            Some("off")
+        );
         assert_eq!(run(&jane)["role"], "anon");
         sql("SET outseta_auth.pre_request_claims = on");
         let claims = run(&jane);
@@ -969,7 +972,10 @@ mod tests {
         sql("SET outseta_auth.jwks_url = ''");
         let e = error_of("SELECT outseta_pre_request()").unwrap();
         assert!(e.contains(r#""code" : "config_error""#), "{e}");
-        assert!(e.contains("misconfigured") && !e.contains("jwks_url"), "{e}");
+        assert!(
+            e.contains("misconfigured") && !e.contains("jwks_url"),
+            "{e}"
+        );
     }
 
     // ---- Outseta's profile endpoint and webhooks ----

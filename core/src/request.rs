@@ -388,26 +388,61 @@ mod tests {
         // Same-origin: no Origin (a same-origin GET), or the request's own origin.
         assert!(ok(Some("same-origin"), None, api, &[]));
         assert!(ok(Some("none"), None, api, &[]));
-        assert!(ok(Some("same-origin"), Some("https://api.example.com"), api, &[]));
+        assert!(ok(
+            Some("same-origin"),
+            Some("https://api.example.com"),
+            api,
+            &[]
+        ));
         assert!(ok(None, Some("https://API.example.com/"), api, &[]));
-        assert!(ok(None, Some("https://api.example.com"), Some("api.example.com:443"), &[]));
-        assert!(ok(None, Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080"), &[]));
+        assert!(ok(
+            None,
+            Some("https://api.example.com"),
+            Some("api.example.com:443"),
+            &[]
+        ));
+        assert!(ok(
+            None,
+            Some("http://127.0.0.1:8080"),
+            Some("127.0.0.1:8080"),
+            &[]
+        ));
         assert!(ok(None, Some("http://[::1]:8080"), Some("[::1]:8080"), &[]));
         assert!(ok(None, Some("http://[::1]"), Some("[::1]:80"), &[]));
         // The two rows of issue 18, default settings: not used.
-        assert!(!ok(Some("same-site"), Some("https://evil.example.com"), api, &[]));
+        assert!(!ok(
+            Some("same-site"),
+            Some("https://evil.example.com"),
+            api,
+            &[]
+        ));
         assert!(!ok(None, Some("https://evil.example"), api, &[]));
         // Another port of the same host is another origin; so is another scheme's port.
-        assert!(!ok(None, Some("http://127.0.0.1:8081"), Some("127.0.0.1:8080"), &[]));
+        assert!(!ok(
+            None,
+            Some("http://127.0.0.1:8081"),
+            Some("127.0.0.1:8080"),
+            &[]
+        ));
         assert!(!ok(None, Some("http://api.example.com:8443"), api, &[]));
-        assert!(!ok(None, Some("https://api.example.com.evil.example"), api, &[]));
+        assert!(!ok(
+            None,
+            Some("https://api.example.com.evil.example"),
+            api,
+            &[]
+        ));
         // An Origin but no Host to compare with, or an opaque origin: not used.
         assert!(!ok(None, Some("https://api.example.com"), None, &[]));
         assert!(!ok(None, Some("null"), Some("null"), &[]));
         assert!(!ok(None, Some("api.example.com"), api, &[]));
         // Same-site without Origin (an image, a navigation from a sibling): not used.
         assert!(!ok(Some("same-site"), None, api, &[]));
-        assert!(!ok(Some("Same-Site"), Some("https://api.example.com"), api, &[]));
+        assert!(!ok(
+            Some("Same-Site"),
+            Some("https://api.example.com"),
+            api,
+            &[]
+        ));
         // The browser says cross-site: never, listed or not.
         assert!(!ok(Some("cross-site"), None, api, &[]));
         assert!(!ok(

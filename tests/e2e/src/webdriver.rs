@@ -98,7 +98,11 @@ impl Browser {
             .unwrap_or_else(|| panic!("no session: {v}"))
             .to_string();
         let b = Browser { session };
-        b.cmd("POST", "/timeouts", json!({"script": 30_000, "pageLoad": 30_000}));
+        b.cmd(
+            "POST",
+            "/timeouts",
+            json!({"script": 30_000, "pageLoad": 30_000}),
+        );
         b
     }
 
@@ -113,7 +117,10 @@ impl Browser {
 
     pub fn url(&self) -> String {
         let url = format!("{}/session/{}/url", driver(), self.session);
-        call("GET", &url, None).as_str().unwrap_or_default().to_string()
+        call("GET", &url, None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Run `script` (a function body; `arguments` are `args`) in the page.
@@ -139,7 +146,10 @@ impl Browser {
     pub fn wait_for(&self, condition: &str, describe: &str, secs: u64) {
         let started = Instant::now();
         loop {
-            let ok = self.eval(&format!("try {{ return !!({condition}); }} catch (e) {{ return false; }}"), json!([]));
+            let ok = self.eval(
+                &format!("try {{ return !!({condition}); }} catch (e) {{ return false; }}"),
+                json!([]),
+            );
             if ok == true {
                 return;
             }
@@ -166,7 +176,11 @@ impl Browser {
     /// Type into the element `css` as a person would.
     pub fn type_into(&self, css: &str, text: &str) {
         let e = self.element(css);
-        self.cmd("POST", &format!("/element/{e}/value"), json!({ "text": text }));
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/value"),
+            json!({ "text": text }),
+        );
     }
 
     pub fn click(&self, css: &str) {
@@ -177,7 +191,10 @@ impl Browser {
     pub fn text(&self, css: &str) -> String {
         let e = self.element(css);
         let url = format!("{}/session/{}/element/{e}/text", driver(), self.session);
-        call("GET", &url, None).as_str().unwrap_or_default().to_string()
+        call("GET", &url, None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The page as a PNG.

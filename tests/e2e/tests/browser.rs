@@ -183,7 +183,9 @@ fn jane_signs_in_sees_her_todos_and_adds_one() {
     b.type_into("#new-title", title);
     b.click("#add");
     b.wait_for(
-        &format!("[...document.querySelectorAll('#todos li')].some(li => li.textContent === {title:?})"),
+        &format!(
+            "[...document.querySelectorAll('#todos li')].some(li => li.textContent === {title:?})"
+        ),
         "document.body.innerText",
         20,
     );
@@ -258,7 +260,11 @@ fn attack(b: &Browser, attacker: &str, app: &str, tag: &str) -> Value {
         "location.href",
         20,
     );
-    b.wait_for("document.readyState === 'complete'", "document.readyState", 20);
+    b.wait_for(
+        "document.readyState === 'complete'",
+        "document.readyState",
+        20,
+    );
     got
 }
 
@@ -281,7 +287,11 @@ fn pages_on_other_origins_cannot_act_or_read_with_janes_cookie() {
         let tag = format!("csrf-{name}");
         let got = attack(&b, attacker, app, &tag);
         // Nothing written, by the form or by fetch.
-        assert_eq!(count_titled(db, &tag), 0, "{name}: written; the page got {got}");
+        assert_eq!(
+            count_titled(db, &tag),
+            0,
+            "{name}: written; the page got {got}"
+        );
         // Nothing read: the request was anonymous (or the browser kept the answer).
         let read = &got["read"];
         assert!(

@@ -549,13 +549,17 @@ fn an_unreachable_issuer_is_a_503_that_names_no_url_or_cause() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["code"], "jwks_unavailable", "{body}");
     for leak in ["127.0.0.1", "internal", "jwks_url", "refused", "http:"] {
-        assert!(!body.contains(leak), "{leak} in the anonymous client's body: {body}");
+        assert!(
+            !body.contains(leak),
+            "{leak} in the anonymous client's body: {body}"
+        );
     }
     // The operator finds the cause in the server log.
     let log = std::fs::read_to_string(std::env::var("OUTSETA_E2E_SERVER_LOG").unwrap()).unwrap();
     assert!(
-        log.lines().any(|l| l.contains("outseta_pre_request: jwks_unavailable")
-            && l.contains("127.0.0.1:1/internal/jwks")),
+        log.lines()
+            .any(|l| l.contains("outseta_pre_request: jwks_unavailable")
+                && l.contains("127.0.0.1:1/internal/jwks")),
         "no cause in the server log"
     );
 }

@@ -41,11 +41,9 @@ fn supabase() -> &'static Supabase {
     static S: OnceLock<Supabase> = OnceLock::new();
     S.get_or_init(|| {
         let mut db = fresh_database(DB);
-        let fixture_sql = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/supabase/fixture.sql"
-        ))
-        .unwrap();
+        let fixture_sql =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/supabase/fixture.sql"))
+                .unwrap();
         db.batch_execute(&fixture_sql).unwrap();
         // What the migration guide tells a self-hosted Supabase operator to run, with the
         // domain (a real Outseta host) replaced by the test issuer's jwks_url.
