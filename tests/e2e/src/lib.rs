@@ -188,7 +188,7 @@ pub fn configure_webhook_secret(port: u16) {
 }
 
 /// A PostgREST 12 process (the binary scripts/setup installs), started with
-/// `sql/examples/postgrest/postgrest.conf` against database `db` of the main cluster:
+/// `sql/examples/postgrest/postgrest.conf` against database `db` of the cluster at `pg_port`:
 /// `db-uri` and `server-port` replaced, `overrides` replacing or adding other lines. Its log
 /// and pid file are `<name>.log` / `<name>.pid` in the e2e work folder (scripts/e2e stops
 /// every process with a pid file there).
@@ -216,7 +216,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn start_postgrest(name: &str, db: &str, overrides: &[(&str, String)]) -> PostgRest {
+pub fn start_postgrest(
+    name: &str,
+    pg_port: u16,
+    db: &str,
+    overrides: &[(&str, String)],
+) -> PostgRest {
     use std::io::{Read, Write};
     let port = free_port();
     let conf_file = concat!(
@@ -236,10 +241,7 @@ pub fn start_postgrest(name: &str, db: &str, overrides: &[(&str, String)]) -> Po
     };
     set(
         "db-uri",
-        format!(
-            "\"postgres://authenticator@127.0.0.1:{}/{db}\"",
-            fixture().port
-        ),
+        format!("\"postgres://authenticator@127.0.0.1:{pg_port}/{db}\""),
     );
     set("server-port", port.to_string());
     for (k, v) in overrides {

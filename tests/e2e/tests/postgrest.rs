@@ -37,7 +37,7 @@ fn rest() -> &'static Rest {
         db.batch_execute(&examples("postgrest/webhook.sql"))
             .unwrap();
         configure_webhook_secret(f.port);
-        let server = start_postgrest("postgrest", REST_DB, &[]);
+        let server = start_postgrest("postgrest", f.port, REST_DB, &[]);
         Rest {
             base: server.base(),
             _server: server,
@@ -538,7 +538,7 @@ fn an_unreachable_issuer_is_a_503_that_names_no_url_or_cause() {
         "ALTER DATABASE {DOWN_DB} SET outseta_auth.jwks_url = 'http://127.0.0.1:1/internal/jwks'"
     ))
     .unwrap();
-    let server = start_postgrest("postgrest-down", DOWN_DB, &[]);
+    let server = start_postgrest("postgrest-down", fixture().port, DOWN_DB, &[]);
     let mut r = agent()
         .get(format!("{}/todos", server.base()))
         .header("Cookie", format!("{COOKIE}={}", token(JANE, ACME)))

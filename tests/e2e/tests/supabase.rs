@@ -63,6 +63,7 @@ fn supabase() -> &'static Supabase {
         // Self-hosted Supabase's PostgREST settings, plus the pre-request.
         let rest = start_postgrest(
             "postgrest-supabase",
+            fixture().port,
             DB,
             &[
                 ("jwt-secret", format!("\"{JWT_SECRET}\"")),
