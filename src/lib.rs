@@ -6,6 +6,7 @@
 
 use pgrx::prelude::*;
 
+mod citus;
 mod errors;
 mod keys;
 mod profile;
@@ -24,6 +25,8 @@ pub extern "C-unwind" fn _PG_init() {
     settings::register();
     // jsonwebtoken panics on first use when no crypto provider is installed.
     outseta_auth_core::verify::install_crypto_provider();
+    // On a Citus node: hand the request's token on to the workers (nothing otherwise).
+    citus::init();
     // SAFETY: a plain read of a flag Postgres sets while loading shared_preload_libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         // Cluster-wide keys: shared memory and the background worker.

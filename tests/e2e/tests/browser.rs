@@ -76,7 +76,8 @@ fn site() -> &'static Site {
             "\"public.browser_pre_request\"".to_string(),
         )];
         let rest = start_postgrest("postgrest-browser", fixture().port, DB, &pre);
-        let rest_listed = start_postgrest("postgrest-browser-listed", fixture().port, DB_LISTED, &pre);
+        let rest_listed =
+            start_postgrest("postgrest-browser-listed", fixture().port, DB_LISTED, &pre);
         let app = |port: u16, upstream: &PostgRest| {
             Gateway::start(
                 &format!("127.0.0.1:{port}"),

@@ -1,0 +1,166 @@
+//! Citus: the request's verified identity reaches the worker nodes, whatever path set it.
+//!
+//! Citus runs a distributed query's shard queries on the worker nodes over connections of
+//! its own, and the workers evaluate the RLS policies themselves: they need the token too.
+//! Citus forwards a `SET LOCAL` statement of a transaction block (with
+//! `citus.propagate_set_commands = 'local'`) to the worker connections the transaction
+//! already has and, after `BEGIN`, to those it opens later, so it ends with the
+//! transaction. `set_config(..., true)`, `outseta_authenticate()` and PostgREST's
+//! `request.cookies` / `request.headers` take no such path.
+//!
+//! So before each statement of a transaction block on a Citus node, when the token the
+//! accessors would use (after `token_sources` and the cookie's CSRF rule) differs from the
+//! one last handed on in this transaction, the extension issues
+//! `SET LOCAL outseta_auth.token = '…'` itself, through SPI (so that Citus's utility hook
+//! sees a real `SET LOCAL`), with propagation switched on for that one statement. The
+//! workers then verify the token themselves, against their own keys. Outside Citus (no
+//! `citus.propagate_set_commands` setting) the hook only calls the next one.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_int, c_void, CStr, CString};
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::token_source::{other_setting, with_current_token};
+
+static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+
+thread_local! {
+    /// The token handed to the workers in this transaction; None: none yet (they have none).
+    static HANDED_ON: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    /// Whether Citus is loaded in this backend (known after the first statement).
+    static CITUS: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Install the executor hook and the transaction callbacks (from `_PG_init`).
+pub fn init() {
+    // SAFETY: _PG_init runs once per backend, before any query; this is the documented way
+    // to chain an executor hook. The callbacks are plain functions with no argument.
+    unsafe {
+        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start);
+        pg_sys::RegisterXactCallback(Some(xact_end), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subxact_end), std::ptr::null_mut());
+    }
+}
+
+fn citus_loaded() -> bool {
+    CITUS.with(|c| match c.get() {
+        Some(known) => known,
+        None => {
+            // Defined by Citus itself, not a placeholder someone SET without Citus.
+            let name = c"citus.propagate_set_commands";
+            // SAFETY: a NUL-terminated name; missing_ok returns 0 for an unknown setting.
+            let flags = unsafe { pg_sys::GetConfigOptionFlags(name.as_ptr(), true) };
+            let known = !other_setting(name).is_empty()
+                && (flags as u32 & pg_sys::GUC_CUSTOM_PLACEHOLDER) == 0;
+            c.set(Some(known));
+            known
+        }
+    })
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
+    // SAFETY: plain reads of backend state.
+    let in_block = unsafe { pg_sys::IsTransactionBlock() && !pg_sys::IsInParallelMode() };
+    if in_block && citus_loaded() && !citus_internal_connection() {
+        hand_on_token();
+    }
+    // SAFETY: the previous hook (or the standard function) with the arguments we were given.
+    unsafe {
+        match PREV_EXECUTOR_START {
+            Some(prev) => prev(query_desc, eflags),
+            None => pg_sys::standard_ExecutorStart(query_desc, eflags),
+        }
+    }
+}
+
+/// Citus's own connections (to a worker, from another node) say so in application_name;
+/// the token they carry was handed on already.
+fn citus_internal_connection() -> bool {
+    other_setting(c"application_name").starts_with(b"citus_internal")
+}
+
+/// What is sent for the token: the token itself when it has only the characters of a
+/// compact JWS (so it needs no quoting), else a value every node refuses as malformed.
+fn wire_value(token: Option<&[u8]>) -> &[u8] {
+    match token {
+        None => b"",
+        Some(t)
+            if t.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b)) =>
+        {
+            t
+        }
+        Some(_) => b"!",
+    }
+}
+
+fn hand_on_token() {
+    // An error here (an oversize request setting) is the accessors' error too: the
+    // workers get a token they refuse, never none.
+    let current: Vec<u8> = with_current_token(|t| wire_value(t).to_vec()).unwrap_or(b"!".into());
+    let unchanged = HANDED_ON.with_borrow(|h| match h {
+        Some(h) => *h == current,
+        None => current.is_empty(),
+    });
+    if unchanged {
+        return;
+    }
+    let stmt = format!(
+        "SET LOCAL outseta_auth.token = '{}'",
+        String::from_utf8_lossy(&current)
+    );
+    // Both settings are put back afterwards (as transaction-local values, without Citus
+    // seeing it): this node's token sources stay as the request set them, so a cookie or
+    // header that changes later in the transaction is still seen here, and handed on again.
+    let propagate =
+        CString::new(other_setting(c"citus.propagate_set_commands")).unwrap_or_default();
+    let token = CString::new(other_setting(c"outseta_auth.token")).unwrap_or_default();
+    set_local(c"citus.propagate_set_commands", c"local");
+    let done = Spi::run(&stmt);
+    set_local(c"outseta_auth.token", &token);
+    set_local(c"citus.propagate_set_commands", &propagate);
+    if let Err(e) = done {
+        pgrx::error!("outseta_auth: handing the token on to the Citus workers failed: {e}");
+    }
+    HANDED_ON.with_borrow_mut(|h| *h = Some(current));
+}
+
+fn set_local(name: &CStr, value: &CStr) {
+    // SAFETY: both strings are NUL-terminated and outlive the call; this is what
+    // set_config(name, value, is_local => true) does.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_end(_event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    // Any end (commit, abort, prepare): the workers' SET LOCAL ended with it.
+    HANDED_ON.with_borrow_mut(|h| *h = None);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn subxact_end(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut c_void,
+) {
+    // A rolled-back savepoint may have undone a SET LOCAL: hand the token on again.
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        HANDED_ON.with_borrow_mut(|h| *h = None);
+    }
+}
