@@ -5,6 +5,8 @@
 --   transaction, so Supabase's auth.jwt()/auth.role() and their policies work unchanged.
 -- - outseta_pre_request(): 503/500 bodies carry the error code and a generic message; the
 --   cause (JWKS URL, network error) goes to the server log.
+-- - outseta_jwks_status() (sources, URLs, errors of every database) is for pg_monitor and
+--   superusers: EXECUTE revoked from PUBLIC.
 -- Every other function keeps its signature, volatility and symbol.
 CREATE OR REPLACE FUNCTION outseta_pre_request() RETURNS void
 LANGUAGE plpgsql VOLATILE AS $fn$
@@ -68,3 +70,6 @@ END
 $fn$;
 COMMENT ON FUNCTION outseta_pre_request() IS
     'PostgREST db-pre-request: no token stays anonymous; a valid token switches to outseta_auth.authenticated_role (and, with outseta_auth.pre_request_claims, sets request.jwt.claims); a bad token ends the request with HTTP 401 and WWW-Authenticate';
+
+REVOKE EXECUTE ON FUNCTION outseta_jwks_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outseta_jwks_status() TO pg_monitor;

@@ -13,15 +13,17 @@
 //! one last handed on in this transaction, the extension issues
 //! `SET LOCAL outseta_auth.token = '…'` itself, through SPI (so that Citus's utility hook
 //! sees a real `SET LOCAL`), with propagation switched on for that one statement. The
-//! workers then verify the token themselves, against their own keys. Outside Citus (no
-//! `citus.propagate_set_commands` setting) the hook only calls the next one.
+//! workers then verify the token themselves, against their own keys. Outside Citus
+//! nothing is installed: Citus must be first in `shared_preload_libraries`, so whether it
+//! is loaded is known when this library loads.
 
 use std::cell::{Cell, RefCell};
-use std::ffi::{c_int, c_void, CStr, CString};
+use std::ffi::{c_int, c_void, CString};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::settings::set_local;
 use crate::token_source::{other_setting, with_current_token};
 
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
@@ -29,13 +31,17 @@ static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 thread_local! {
     /// The token handed to the workers in this transaction; None: none yet (they have none).
     static HANDED_ON: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
-    /// Whether Citus is loaded in this backend (known after the first statement).
+    /// Whether Citus is loaded in this process.
     static CITUS: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
-/// Install the executor hook and the transaction callbacks (from `_PG_init`).
+/// On a Citus node, install the executor hook and the transaction callbacks (from
+/// `_PG_init`); elsewhere nothing.
 pub fn init() {
-    // SAFETY: _PG_init runs once per backend, before any query; this is the documented way
+    if !citus_loaded() {
+        return;
+    }
+    // SAFETY: _PG_init runs once per process, before any query; this is the documented way
     // to chain an executor hook. The callbacks are plain functions with no argument.
     unsafe {
         PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
@@ -65,13 +71,14 @@ fn citus_loaded() -> bool {
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
     // SAFETY: plain reads of backend state.
     let in_block = unsafe { pg_sys::IsTransactionBlock() && !pg_sys::IsInParallelMode() };
-    if in_block && citus_loaded() && !citus_internal_connection() {
+    if in_block && !citus_internal_connection() {
         hand_on_token();
     }
-    // SAFETY: the previous hook (or the standard function) with the arguments we were given.
+    // SAFETY: the previous hook (Citus's) or the standard function, with the arguments we
+    // were given; an ERROR raised there is caught at the boundary and raised again.
     unsafe {
         match PREV_EXECUTOR_START {
-            Some(prev) => prev(query_desc, eflags),
+            Some(prev) => pg_sys::ffi::pg_guard_ffi_boundary(|| prev(query_desc, eflags)),
             None => pg_sys::standard_ExecutorStart(query_desc, eflags),
         }
     }
@@ -127,23 +134,6 @@ fn hand_on_token() {
         pgrx::error!("outseta_auth: handing the token on to the Citus workers failed: {e}");
     }
     HANDED_ON.with_borrow_mut(|h| *h = Some(current));
-}
-
-fn set_local(name: &CStr, value: &CStr) {
-    // SAFETY: both strings are NUL-terminated and outlive the call; this is what
-    // set_config(name, value, is_local => true) does.
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            0,
-            false,
-        );
-    }
 }
 
 #[pg_guard]

@@ -168,6 +168,17 @@ string_check_hook!(check_profile_url, |v| validate_url(
     "outseta_auth.profile_url"
 ));
 
+/// What `SHOW`, `current_setting()` and `pg_settings` print for `outseta_auth.webhook_secret`,
+/// to everyone (superusers and `pg_read_all_settings` members included): whether it is set,
+/// never the value. The extension reads the value itself ([`webhook_key`]).
+extern "C-unwind" fn show_webhook_secret() -> *const c_char {
+    if borrow_bytes(&WEBHOOK_SECRET).is_empty() {
+        c"".as_ptr()
+    } else {
+        c"(hidden)".as_ptr()
+    }
+}
+
 /// `outseta_auth.webhook_secret` must be 64 hex characters, and may come only from the
 /// server's configuration files (postgresql.conf, `ALTER SYSTEM`) or a superuser's `SET`:
 /// role, database and function defaults are stored in catalogs that every role can read
@@ -481,7 +492,7 @@ pub fn register() {
             GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
             Some(check_webhook_secret),
             None,
-            None,
+            Some(show_webhook_secret),
         )
     };
     // Reserving the prefix turns a typo such as `SET outseta_auth.jwks_ur = ...` into an
@@ -497,6 +508,25 @@ pub fn register() {
     #[cfg(feature = "pg14")]
     unsafe {
         pgrx::pg_sys::EmitWarningsOnPlaceholders(c"outseta_auth".as_ptr())
+    }
+}
+
+/// Set `name` to `value` for the rest of the transaction, as
+/// `set_config(name, value, is_local => true)` does (with the session's privileges and
+/// check hooks; not through the utility hook, so Citus does not see it).
+pub fn set_local(name: &CStr, value: &CStr) {
+    // SAFETY: both strings are NUL-terminated and outlive the call.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
     }
 }
 

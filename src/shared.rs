@@ -35,7 +35,7 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 /// URLs the cluster can share. Shared memory: [`std::mem::size_of::<Store>()`], about
 /// 8 x 66 KiB.
 pub const SLOTS: usize = 8;
-const URL_MAX: usize = 1024;
+const URL_MAX: usize = outseta_auth_core::fetch::MAX_URL_BYTES;
 const BODY_MAX: usize = MAX_JWKS_BYTES as usize;
 const ERROR_MAX: usize = 512;
 /// A worker that has not looked at the store for this long is reported as not running.
@@ -114,6 +114,8 @@ struct ProfileSlot {
     body_len: u32,
     /// Identifies this use of the slot.
     id: u64,
+    /// The backend that asked (its pid); a backend that exits releases its slots.
+    owner: i32,
     /// The waiting backend's process latch (`*mut Latch` in shared memory).
     requester_latch: usize,
     limits: FetchLimits,
@@ -145,6 +147,16 @@ impl Profiles {
 }
 
 impl ProfileSlot {
+    /// The asker is done with the slot (answer copied, cancel, timeout or exit): free it,
+    /// or, while the worker's request is under way, leave it to the worker to free.
+    fn release(&mut self) {
+        if self.state == FETCHING {
+            self.abandoned = true;
+        } else {
+            self.free();
+        }
+    }
+
     fn free(&mut self) {
         self.token.fill(0);
         self.body_len = 0;
@@ -282,6 +294,10 @@ enum Registered {
 /// The slot of `url`, registering it (and asking for a first fetch) if it is new. The
 /// slot's timing becomes this backend's.
 fn register(url: &str, timing: &Timing) -> Registered {
+    // Refused when set (validate_url); never truncated into a slot that would not match.
+    if url.len() > URL_MAX {
+        return Registered::Full;
+    }
     {
         let store = STORE.share();
         if let Some(i) = store
@@ -555,14 +571,34 @@ impl Drop for SlotClaim {
     fn drop(&mut self) {
         let mut p = PROFILES.exclusive();
         let s = &mut p.slots[self.i];
-        if s.id != self.id {
-            return;
+        if s.id == self.id {
+            s.release();
         }
-        if s.state == FETCHING {
-            s.abandoned = true;
-        } else {
-            s.free();
-        }
+    }
+}
+
+/// A backend that exits on FATAL (pg_terminate_backend, a lost client) does not unwind, so
+/// no [`SlotClaim`] is dropped: this `before_shmem_exit` callback releases its slots.
+#[pg_guard]
+unsafe extern "C-unwind" fn release_slots_at_exit(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    // SAFETY: MyProcPid is this process's pid, set at start.
+    let me = unsafe { pg_sys::MyProcPid };
+    let mut p = PROFILES.exclusive();
+    for s in p
+        .slots
+        .iter_mut()
+        .filter(|s| s.state != FREE && s.owner == me)
+    {
+        s.release();
+    }
+}
+
+/// Register [`release_slots_at_exit`] once per backend, before its first profile request.
+fn release_slots_at_exit_once() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if !REGISTERED.swap(true, Ordering::Relaxed) {
+        // SAFETY: a plain function with no argument, registered once per process.
+        unsafe { pg_sys::before_shmem_exit(Some(release_slots_at_exit), pg_sys::Datum::from(0)) };
     }
 }
 
@@ -582,6 +618,7 @@ pub fn ask_profile(
     if url.len() > URL_MAX || token.len() > MAX_TOKEN_BYTES {
         return Some((Err("the URL or the token is too large".into()), 0.0));
     }
+    release_slots_at_exit_once();
     let deadline = Instant::now() + limits.total + Duration::from_millis(500);
     let claim = loop {
         {
@@ -591,6 +628,8 @@ pub fn ask_profile(
                 let id = p.next_id;
                 let s = &mut p.slots[i];
                 s.id = id;
+                // SAFETY: MyProcPid is this process's pid, set at start.
+                s.owner = unsafe { pg_sys::MyProcPid };
                 s.url_len = put(&mut s.url, url.as_bytes()) as u16;
                 s.token_len = put(&mut s.token, token.as_bytes()) as u32;
                 s.limits = limits;

@@ -301,20 +301,7 @@ fn outseta_authenticate(token: &str) -> Result<Option<RawJsonb>, ErrorReport> {
     // Text from SQL holds no NUL byte; a string that did could not be a setting value.
     let value = std::ffi::CString::new(token)
         .map_err(|_| report(AuthError::malformed("the token contains a NUL byte")))?;
-    // SAFETY: both strings are NUL-terminated and outlive the call; this is what
-    // set_config(name, value, is_local => true) does.
-    unsafe {
-        pg_sys::set_config_option(
-            c"outseta_auth.token".as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            0,
-            false,
-        );
-    }
+    settings::set_local(c"outseta_auth.token", &value);
     outseta_claims()
 }
 
@@ -501,11 +488,17 @@ fn outseta_refresh_jwks() -> Result<i32, ErrorReport> {
     Ok(n as i32)
 }
 
+// Privileges. outseta_refresh_jwks() is for superusers. The JWKS status lists every source
+// this backend (or, with preload, the cluster) knows, with its URL and last error: for
+// monitoring, not for every role (the same two statements are in
+// sql/outseta_auth--0.2.0--0.3.0.sql).
 extension_sql!(
     r#"
 REVOKE EXECUTE ON FUNCTION outseta_refresh_jwks() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION outseta_jwks_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outseta_jwks_status() TO pg_monitor;
 "#,
     name = "revoke_refresh",
-    requires = [outseta_refresh_jwks],
+    requires = [outseta_refresh_jwks, outseta_jwks_status],
     finalize,
 );

@@ -915,6 +915,21 @@ mod tests {
     }
 
     #[pg_test]
+    fn jwks_status_is_for_monitoring_roles_only() {
+        let _s = start();
+        assert!(error_of("SELECT 1").is_none()); // creates the helper before SET ROLE
+        sql("CREATE ROLE outseta_status_app");
+        sql("CREATE ROLE outseta_status_monitor IN ROLE pg_monitor");
+        sql("SET ROLE outseta_status_app");
+        let e = error_of("SELECT count(*) FROM outseta_jwks_status()").unwrap();
+        assert!(e.starts_with("42501"), "{e}");
+        sql("RESET ROLE");
+        sql("SET ROLE outseta_status_monitor");
+        assert!(error_of("SELECT count(*) FROM outseta_jwks_status()").is_none());
+        sql("RESET ROLE");
+    }
+
+    #[pg_test]
     fn pre_request_hands_verified_claims_on_only_when_asked() {
         let s = start();
         let anon = r#"{"iss": "supabase", "role": "anon"}"#;
@@ -1250,11 +1265,26 @@ mod tests {
         sql(&format!(
             "SET outseta_auth.webhook_secret = '{WEBHOOK_KEY}'"
         ));
+        // Nobody sees it, superusers included: only whether it is set.
         assert_eq!(
             text("SHOW outseta_auth.webhook_secret").as_deref(),
-            Some(WEBHOOK_KEY),
-            "a superuser sees it"
+            Some("(hidden)")
         );
+        assert_eq!(
+            text("SELECT current_setting('outseta_auth.webhook_secret')").as_deref(),
+            Some("(hidden)")
+        );
+        // Members of pg_read_all_settings (pg_monitor, the usual monitoring role) neither.
+        sql("CREATE ROLE outseta_webhook_monitor IN ROLE pg_monitor");
+        sql("SET ROLE outseta_webhook_monitor");
+        assert_eq!(
+            text("SHOW outseta_auth.webhook_secret").as_deref(),
+            Some("(hidden)")
+        );
+        sql("RESET ROLE");
+        // The extension still reads the value itself.
+        let sig = outseta_dev::webhook_signature(WEBHOOK_KEY, b"{}").unwrap();
+        assert_eq!(webhook_ok("{}", Some(&sig)), Some(true));
         sql("SET ROLE outseta_webhook_tester");
         let e = error_of("SHOW outseta_auth.webhook_secret").unwrap();
         assert!(e.starts_with("42501"), "{e}");

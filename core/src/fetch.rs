@@ -124,8 +124,22 @@ pub fn parse_max_age(value: &str) -> Option<u64> {
     out
 }
 
-/// Check a JWKS URL before any request: `https://` anywhere, `http://` only to loopback.
+/// Longest JWKS or profile URL accepted (the shared store keeps URLs whole in slots of
+/// this size; a longer one is refused when set, never truncated).
+pub const MAX_URL_BYTES: usize = 1024;
+
+/// Check a JWKS URL before any request: at most [`MAX_URL_BYTES`], `https://` anywhere,
+/// `http://` only to loopback.
 pub fn validate_url(url: &str, setting: &'static str) -> Result<(), AuthError> {
+    if url.len() > MAX_URL_BYTES {
+        return Err(AuthError::config(
+            setting,
+            format!(
+                "the URL is {} bytes long; at most {MAX_URL_BYTES} are accepted",
+                url.len()
+            ),
+        ));
+    }
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| AuthError::config(setting, format!("\"{url}\" is not an absolute URL")))?;
@@ -178,7 +192,9 @@ pub fn domain_url(domain: &str) -> Result<String, AuthError> {
             format!("\"{domain}\" is not a host name; write it like myapp.outseta.com, without https:// or a path"),
         ));
     }
-    Ok(format!("https://{d}/.well-known/jwks"))
+    let url = format!("https://{d}/.well-known/jwks");
+    validate_url(&url, SETTING)?;
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -222,6 +238,18 @@ mod tests {
         assert!(domain_url("https://myapp.outseta.com").is_err());
         assert!(domain_url("a.com/x").is_err());
         assert!(domain_url("").is_err());
+        assert!(domain_url(&"a".repeat(1100)).is_err());
+    }
+
+    #[test]
+    fn over_long_urls_are_refused_not_truncated() {
+        let s = "outseta_auth.jwks_url";
+        let base = "https://a.outseta.com/";
+        let fits = format!("{base}{}", "x".repeat(MAX_URL_BYTES - base.len()));
+        assert!(validate_url(&fits, s).is_ok());
+        let e = validate_url(&format!("{fits}y"), s).unwrap_err();
+        assert_eq!(e.code(), "config_error");
+        assert!(e.to_string().contains("1025 bytes"), "{e}");
     }
 
     #[test]

@@ -161,7 +161,8 @@ pub fn force_parallel(tx: &mut postgres::Transaction, query: &str) {
 pub const WEBHOOK_KEY: &str = "4f7574736574615f6175746820746573742077656268f06f6b206b6579203132";
 
 /// Configure [`WEBHOOK_KEY`] as `outseta_auth.webhook_secret` of the cluster at `port`,
-/// as the README says to (ALTER SYSTEM and a reload), and wait until new sessions see it.
+/// as the README says to (ALTER SYSTEM and a reload), and wait until new sessions use it
+/// (the value itself is shown to nobody: a signature made with it must verify).
 pub fn configure_webhook_secret(port: u16) {
     let mut su = connect_as(port, "postgres", "postgres");
     // Two statements: ALTER SYSTEM cannot run in the implicit transaction of a batch.
@@ -171,12 +172,13 @@ pub fn configure_webhook_secret(port: u16) {
     .unwrap();
     su.batch_execute("SELECT pg_reload_conf()").unwrap();
     let started = std::time::Instant::now();
+    let sig = outseta_dev::webhook_signature(WEBHOOK_KEY, b"{}").unwrap();
     loop {
-        let seen: String = connect_as(port, "postgres", "postgres")
-            .query_one("SELECT current_setting('outseta_auth.webhook_secret')", &[])
+        let used: bool = connect_as(port, "postgres", DB)
+            .query_one("SELECT outseta_verify_webhook('{}', $1)", &[&sig])
             .unwrap()
             .get(0);
-        if seen == WEBHOOK_KEY {
+        if used {
             break;
         }
         assert!(
@@ -303,4 +305,18 @@ pub fn fresh_database(db: &str) -> Client {
     ))
     .unwrap();
     c
+}
+
+/// A LOGIN role in `pg_monitor` on the cluster at `port` (created once): what a monitoring
+/// system connects as.
+pub fn monitoring_role(port: u16, name: &str) {
+    connect_as(port, "postgres", "postgres")
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN
+                     CREATE ROLE {name} LOGIN IN ROLE pg_monitor;
+                 END IF;
+             END $$"
+        ))
+        .unwrap();
 }

@@ -142,6 +142,15 @@ fn sign_in(b: &Browser, app: &str, token: &str) {
     b.goto(&format!("{app}/?access_token={token}"));
 }
 
+/// Until the page has loaded the signed-in person's todos.
+fn wait_ready(b: &Browser) {
+    b.wait_for(
+        "document.body.dataset.state === 'ready'",
+        "document.body.innerText",
+        20,
+    );
+}
+
 fn listed_titles(b: &Browser) -> Vec<String> {
     let v = b.eval(
         "return [...document.querySelectorAll('#todos li')].map(li => li.textContent);",
@@ -155,11 +164,7 @@ fn jane_signs_in_sees_her_todos_and_adds_one() {
     let s = site();
     let b = Browser::start();
     sign_in(&b, &s.app, &token(JANE, ACME));
-    b.wait_for(
-        "document.body.dataset.state === 'ready'",
-        "document.body.innerText",
-        20,
-    );
+    wait_ready(&b);
     assert_eq!(
         b.text("#who"),
         format!("Signed in as {JANE} · account {ACME}")
@@ -274,11 +279,7 @@ fn pages_on_other_origins_cannot_act_or_read_with_janes_cookie() {
     let s = site();
     let b = Browser::start();
     sign_in(&b, &s.app, &token(JANE, ACME));
-    b.wait_for(
-        "document.body.dataset.state === 'ready'",
-        "document.body.innerText",
-        20,
-    );
+    wait_ready(&b);
     let janes: Vec<String> = listed_titles(&b);
     for (name, attacker, app, db) in [
         ("cross-site", &s.cross_site, &s.app, DB),
@@ -329,11 +330,7 @@ fn pages_on_other_origins_cannot_act_or_read_with_janes_cookie() {
     // Jane's own page still works afterwards, with the same cookie (another test may have
     // added a todo of hers meanwhile).
     b.goto(&s.app);
-    b.wait_for(
-        "document.body.dataset.state === 'ready'",
-        "document.body.innerText",
-        20,
-    );
+    wait_ready(&b);
     let now = listed_titles(&b);
     assert!(janes.iter().all(|t| now.contains(t)), "{now:?}");
     assert!(now.iter().all(|t| t.starts_with("Jane")), "{now:?}");

@@ -448,11 +448,16 @@ fn verification_writes_nothing_read_only_and_hot_standby() {
     );
     let e = texts_with(&mut r, "x.y.z", "SELECT title FROM todos").unwrap_err();
     assert_eq!(sqlstate(&e), SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
-    // The standby preloads the library too: its own worker fetched the keys.
-    let shared: bool = r
-        .query_one("SELECT bool_and(shared) FROM outseta_jwks_status()", &[])
-        .unwrap()
-        .get(0);
+    // The standby preloads the library too: its own worker fetched the keys (the status is
+    // for monitoring roles: asked as a superuser).
+    let shared: bool = postgres::Client::connect(
+        &format!("host=127.0.0.1 port={port} user=postgres dbname={DB}"),
+        postgres::NoTls,
+    )
+    .unwrap()
+    .query_one("SELECT bool_and(shared) FROM outseta_jwks_status()", &[])
+    .unwrap()
+    .get(0);
     assert!(shared, "the standby's keys come from its background worker");
 }
 

@@ -184,9 +184,11 @@ fn without_preload_a_planted_token_is_ignored() {
         .batch_execute("ALTER ROLE outseta_planted RESET ALL")
         .unwrap();
 
+    // A monitoring role (pg_monitor may call outseta_jwks_status(), below).
+    monitoring_role(fixture().nopreload_port, "outseta_ops");
     let mut with_option = Client::connect(
         &format!(
-            "host=127.0.0.1 port={} user=outseta_app dbname={DB} options='-c outseta_auth.token={t}'",
+            "host=127.0.0.1 port={} user=outseta_ops dbname={DB} options='-c outseta_auth.token={t}'",
             fixture().nopreload_port
         ),
         NoTls,
