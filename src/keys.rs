@@ -22,3 +22,13 @@ pub fn with_keys<R>(f: impl FnOnce(&mut dyn KeyProvider) -> R) -> R {
         LOCAL.with_borrow_mut(|l| f(l))
     }
 }
+
+/// The key provider's epoch ([`KeyProvider::epoch`]) without borrowing it: one atomic read
+/// of the cluster's store with preload, else 0 (per-backend keys change only when asked).
+pub fn epoch() -> u64 {
+    if shared::enabled() {
+        shared::epoch()
+    } else {
+        0
+    }
+}

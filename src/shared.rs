@@ -13,7 +13,7 @@
 //! with a WARNING; so is a URL with no keys yet when no worker has ever run. While the
 //! worker restarts, backends use what the store holds, or wait for it (bounded).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
 use pgrx::prelude::*;
-use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
 
 /// URLs the cluster can share. Shared memory: [`std::mem::size_of::<Store>()`], about
 /// 8 x 66 KiB.
@@ -172,6 +172,8 @@ static STORE: PgLwLock<Store> = unsafe { PgLwLock::new(c"outseta_auth_jwks") };
 // SAFETY: as above.
 static PROFILES: PgLwLock<Profiles> = unsafe { PgLwLock::new(c"outseta_auth_profiles") };
 static ENABLED: AtomicBool = AtomicBool::new(false);
+// SAFETY: as above.
+static KEY_EPOCH: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"outseta_auth_key_epoch") };
 
 /// Whether the shared store exists (the library was preloaded).
 pub fn enabled() -> bool {
@@ -183,6 +185,7 @@ pub fn enabled() -> bool {
 pub fn init() {
     pg_shmem_init!(STORE = Store::zeroed());
     pg_shmem_init!(PROFILES = Profiles::zeroed());
+    pg_shmem_init!(KEY_EPOCH = AtomicU64::new(0));
     BackgroundWorkerBuilder::new("outseta_auth JWKS worker")
         .set_type("outseta_auth JWKS worker")
         .set_library("outseta_auth")
@@ -489,6 +492,10 @@ impl KeyProvider for SharedKeys {
             ));
         }
         self.snapshot(i, url, v.version)
+    }
+
+    fn epoch(&self) -> u64 {
+        epoch()
     }
 
     fn status(&self, now: f64) -> Vec<SourceStatus> {
@@ -948,10 +955,23 @@ fn store_result(
     s.attempts_done += 1;
     if bumped {
         store.next_version = next;
+        key_sets_changed();
     }
 }
 
+/// Moves whenever a slot's key set changes (a new version, or keys dropped): backends
+/// compare it on every verification, cache hits included ([`KeyProvider::epoch`]).
+fn key_sets_changed() {
+    KEY_EPOCH.get().fetch_add(1, Ordering::Release);
+}
+
+/// The store's epoch (see [`key_sets_changed`]): one atomic read.
+pub fn epoch() -> u64 {
+    KEY_EPOCH.get().load(Ordering::Acquire)
+}
+
 fn drop_keys(s: &mut Slot, t: f64) {
+    key_sets_changed();
     s.body_len = 0;
     s.version = 0;
     s.schedule.on_dropped(t);

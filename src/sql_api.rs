@@ -43,7 +43,7 @@ fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
             return (Err(e), false);
         }
         let now = now();
-        if let Some(cached) = engine.cached(token, now) {
+        if let Some(cached) = engine.cached(token, now, crate::keys::epoch()) {
             return (cached, false);
         }
         let result = match std::str::from_utf8(token) {

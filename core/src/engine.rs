@@ -7,7 +7,12 @@
 //! - a cached token is re-checked for `exp`/`nbf` on every hit;
 //! - no cached token survives a change of what is trusted (key source, algorithms,
 //!   issuer, audience, leeway) or a change of the key set (its version);
-//! - no cached verdict is served once the keys that gave it are older than `max_stale`;
+//! - no cached verdict is served once the keys that gave it are older than `max_stale`
+//!   (the current setting: lowering it applies to verdicts already cached);
+//! - a cached verdict is served only while the key set that gave it is still the one the
+//!   provider holds: every call compares the provider's epoch (one atomic read with the
+//!   cluster's store), and past the keys' TTL the next call looks at the keys again, so a
+//!   kid withdrawn from the JWKS stops verifying at the next refresh, in every backend;
 //! - an unknown `kid` asks the provider for a refetch, which its rate limit may refuse.
 
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use crate::claims::{self, VerifiedToken};
 use crate::config::{Config, KeySource};
 use crate::error::AuthError;
 use crate::jwks::KeySet;
-use crate::key_store::{KeyProvider, Refetch, SourceStatus};
+use crate::key_store::{KeyProvider, KeySnapshot, Refetch, SourceStatus};
 use crate::token_cache::TokenCache;
 use crate::verify;
 
@@ -32,6 +37,10 @@ pub struct Engine {
     trust_until: f64,
     /// (URL, version) of the key set the cached verdicts were verified with.
     seen: Option<(String, u64)>,
+    /// The provider's epoch when the cached verdicts were last checked against its keys.
+    checked_epoch: u64,
+    /// When they must be checked again (the keys' TTL), whatever the epoch says.
+    recheck_at: f64,
     /// A literal JWKS, parsed once per text.
     literal: Option<(String, Arc<KeySet>, f64)>,
     pub hits: u64,
@@ -53,8 +62,15 @@ impl Engine {
     ) -> Result<&Config, AuthError> {
         if self.generation != Some(generation) || self.config.is_none() {
             let cfg = build()?;
-            if !self.config.as_ref().is_some_and(|old| old.same_trust(&cfg)) {
-                self.forget_tokens();
+            match &self.config {
+                Some(old) if old.same_trust(&cfg) => {
+                    if old.timing != cfg.timing {
+                        // A shorter max_stale (or TTL) applies to the verdicts already
+                        // cached: look at their keys again on the next call.
+                        self.recheck_at = f64::NEG_INFINITY;
+                    }
+                }
+                _ => self.forget_tokens(),
             }
             self.config = Some(Arc::new(cfg));
             self.generation = Some(generation);
@@ -72,20 +88,28 @@ impl Engine {
         self.trust_until = 0.0;
     }
 
-    /// The cached verdict for `token`, if any, with `exp`/`nbf` re-checked against `now`.
+    /// The cached verdict for `token`, if any, with `exp`/`nbf` re-checked against `now`;
+    /// `epoch` is the provider's ([`KeyProvider::epoch`]).
     ///
     /// This is the per-row path of the accessors: the last token is compared byte for byte
-    /// (no hashing, no UTF-8 validation); other cached tokens cost one hash lookup.
+    /// (no hashing, no UTF-8 validation); other cached tokens cost one hash lookup. None
+    /// also when the cached verdicts must first be checked against the provider's keys
+    /// (the epoch moved, or their TTL passed): [`Engine::verify_uncached`] does that, and
+    /// answers from the cache again when the keys are still the same.
     pub fn cached(
         &mut self,
         token: &[u8],
         now: f64,
+        epoch: u64,
     ) -> Option<Result<Arc<VerifiedToken>, AuthError>> {
         let leeway = self.config.as_ref()?.policy.leeway;
         if now > self.trust_until {
             // The keys behind a cached verdict are older than max_stale: verify afresh
             // (which refreshes the keys, or fails closed), starting a new cache.
             self.forget_tokens();
+            return None;
+        }
+        if self.must_recheck(now, epoch) {
             return None;
         }
         if let Some((last, v)) = &self.last {
@@ -108,10 +132,52 @@ impl Engine {
         keys: &mut dyn KeyProvider,
         now: f64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
-        match self.cached(token.as_bytes(), now) {
+        match self.cached(token.as_bytes(), now, keys.epoch()) {
             Some(cached) => cached,
             None => self.verify_uncached(token, keys, now),
         }
+    }
+
+    fn must_recheck(&self, now: f64, epoch: u64) -> bool {
+        !self.tokens.is_empty() && (epoch != self.checked_epoch || now >= self.recheck_at)
+    }
+
+    /// Look at the keys behind the cached verdicts again: a new key set (or none) drops
+    /// them; the same one extends their trust to its last fetch plus max_stale (as set
+    /// now). Keys are fetched only as the provider's own rules allow. Returns the keys
+    /// looked at (None for a literal JWKS), for a verification that follows.
+    fn recheck(
+        &mut self,
+        keys: &mut dyn KeyProvider,
+        now: f64,
+    ) -> Result<Option<KeySnapshot>, AuthError> {
+        let cfg = self.current()?;
+        let epoch = keys.epoch();
+        let KeySource::Url(url) = &cfg.source else {
+            // A literal JWKS changes only with the settings, which drop the cache.
+            self.checked_epoch = epoch;
+            self.recheck_at = f64::INFINITY;
+            return Ok(None);
+        };
+        let snap = match keys.keys(url, &cfg.timing, now, Refetch::No) {
+            Ok(snap) => snap,
+            Err(e) => {
+                self.forget_tokens();
+                return Err(e);
+            }
+        };
+        self.note_version(url, snap.version);
+        self.checked_epoch = epoch;
+        // Look again at the keys' TTL, but not more often than a fetch may be tried.
+        self.recheck_at = (snap.fetched_at + cfg.timing.ttl as f64)
+            .max(now + cfg.timing.min_interval.max(1) as f64);
+        if !self.tokens.is_empty() {
+            self.trust_until = snap.fetched_at + cfg.timing.max_stale as f64;
+            if now > self.trust_until {
+                self.forget_tokens();
+            }
+        }
+        Ok(Some(snap))
     }
 
     fn current(&self) -> Result<Arc<Config>, AuthError> {
@@ -153,19 +219,31 @@ impl Engine {
         keys: &mut dyn KeyProvider,
         now: f64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
+        // One look at the keys per call: a recheck's snapshot serves the verification.
+        let mut looked = None;
+        if self.must_recheck(now, keys.epoch()) {
+            looked = self.recheck(keys, now)?;
+            if let Some(cached) = self.cached(token.as_bytes(), now, self.checked_epoch) {
+                return cached;
+            }
+        }
         let cfg = self.current()?;
         self.misses += 1;
 
         // Parse before any key lookup: garbage never causes network traffic.
         let parsed = verify::parse(token, &cfg.policy)?;
-        let trusted_until = match &cfg.source {
+        // When the keys that verify it were fetched (None: a literal JWKS, always trusted).
+        let keys_fetched_at = match &cfg.source {
             KeySource::Literal(json) => {
                 let set = self.literal_keys(json, now)?;
                 parsed.verify_signature(&set)?;
-                f64::INFINITY
+                None
             }
             KeySource::Url(url) => {
-                let mut snap = keys.keys(url, &cfg.timing, now, Refetch::No)?;
+                let mut snap = match looked.take() {
+                    Some(snap) => snap,
+                    None => keys.keys(url, &cfg.timing, now, Refetch::No)?,
+                };
                 self.note_version(url, snap.version);
                 if let Err(e) = parsed.verify_signature(&snap.keys) {
                     let AuthError::UnknownKid { .. } = e else {
@@ -180,17 +258,24 @@ impl Engine {
                     parsed.verify_signature(&again.keys)?;
                     snap = again;
                 }
-                snap.fetched_at + cfg.timing.max_stale as f64
+                Some(snap.fetched_at)
             }
         };
         let v = Arc::new(claims::check(&parsed.payload, &cfg.policy, now)?);
-        self.trust_until = if self.tokens.is_empty() {
-            trusted_until
+        let trusted_until =
+            keys_fetched_at.map_or(f64::INFINITY, |at| at + cfg.timing.max_stale as f64);
+        if self.tokens.is_empty() {
+            // The first verdict of a new cache: its keys were just looked at.
+            self.trust_until = trusted_until;
+            self.checked_epoch = keys.epoch();
+            self.recheck_at = keys_fetched_at.map_or(f64::INFINITY, |at| {
+                (at + cfg.timing.ttl as f64).max(now + cfg.timing.min_interval.max(1) as f64)
+            });
         } else {
             // Older verdicts keep the earliest bound; a new key set has already emptied
             // the cache.
-            self.trust_until.min(trusted_until)
-        };
+            self.trust_until = self.trust_until.min(trusted_until);
+        }
         self.tokens.insert(token, parsed.payload.len(), v.clone());
         self.last = Some((token.into(), v.clone()));
         Ok(v)
@@ -244,6 +329,7 @@ mod tests {
     use super::*;
     use crate::config::Timing;
     use crate::fetch::{FetchLimits, Fetched, Fetcher};
+    use crate::jwks::KeySet;
     use crate::key_store::LocalKeys;
     use crate::policy::Policy;
 
@@ -323,7 +409,11 @@ mod tests {
         engine.verify(&token, &mut keys, t0 + 600.0).unwrap();
         let fresh = issuer.mint(&long_lived("DQ2b7wmV", "y9gE3kWj"));
         engine.verify(&fresh, &mut keys, t0 + DAY - 60.0).unwrap();
-        assert_eq!(calls(&keys), 2, "one failed refresh was attempted");
+        assert_eq!(
+            calls(&keys),
+            3,
+            "a refresh was tried at each look past the TTL (t0+600, t0+DAY-60), both failed"
+        );
 
         // Past max_stale: the keys are dropped, and so are the cached verdicts.
         for t in [&token, &fresh] {
@@ -355,11 +445,136 @@ mod tests {
         let mut keys = LocalKeys::new(FakeFetcher::serving(&issuer));
         engine.verify(&token, &mut keys, t0).unwrap();
         keys.fetcher().fail();
-        assert!(engine.cached(token.as_bytes(), t0 + 3000.0).is_some());
+        // Past the TTL the keys are looked at again (the refresh fails: the same, stale
+        // keys), and the cached verdict is still served, without a second signature check.
+        engine.verify(&token, &mut keys, t0 + 3000.0).unwrap();
+        assert_eq!(engine.misses, 1);
+        assert!(engine.cached(token.as_bytes(), t0 + 3001.0, 0).is_some());
         // The per-row path refuses to answer from the cache once the keys are too old...
-        assert!(engine.cached(token.as_bytes(), t0 + 3700.0).is_none());
+        assert!(engine.cached(token.as_bytes(), t0 + 3700.0, 0).is_none());
         // ...and the full path fails closed.
         let e = engine.verify(&token, &mut keys, t0 + 3700.0).unwrap_err();
+        assert_eq!(e.code(), "jwks_unavailable");
+    }
+
+    /// A provider standing in for the cluster's store: the test sets its key set and
+    /// moves its epoch, as the background worker does.
+    struct FakeStore {
+        snap: KeySnapshot,
+        epoch: u64,
+        calls: u32,
+    }
+
+    impl FakeStore {
+        fn snapshot(issuer: &Issuer, version: u64, now: f64) -> KeySnapshot {
+            let jwks = issuer.jwks().to_string();
+            KeySnapshot {
+                keys: Arc::new(KeySet::parse(jwks.as_bytes()).unwrap()),
+                fetched_at: now,
+                version,
+            }
+        }
+        fn holding(issuer: &Issuer, version: u64, now: f64) -> Self {
+            FakeStore {
+                snap: Self::snapshot(issuer, version, now),
+                epoch: 1,
+                calls: 0,
+            }
+        }
+        /// The worker stored a new key set: version and epoch move.
+        fn set(&mut self, issuer: &Issuer, version: u64, now: f64) {
+            self.snap = Self::snapshot(issuer, version, now);
+            self.epoch += 1;
+        }
+    }
+
+    impl KeyProvider for FakeStore {
+        fn keys(
+            &mut self,
+            _url: &str,
+            _timing: &Timing,
+            _now: f64,
+            _refetch: Refetch,
+        ) -> Result<KeySnapshot, AuthError> {
+            self.calls += 1;
+            Ok(self.snap.clone())
+        }
+        fn status(&self, _now: f64) -> Vec<SourceStatus> {
+            vec![]
+        }
+        fn epoch(&self) -> u64 {
+            self.epoch
+        }
+    }
+
+    #[test]
+    fn a_withdrawn_kid_stops_verifying_at_the_next_refresh_even_from_the_cache() {
+        let (mut engine, mut issuer, token, t0) = setup(DAY as u64);
+        let mut keys = LocalKeys::new(FakeFetcher::serving(&issuer));
+        engine.verify(&token, &mut keys, t0).unwrap();
+        // The issuer withdraws the (compromised) key: its JWKS no longer lists the kid.
+        issuer.rotate(false);
+        keys.fetcher().serve(&issuer);
+        // Within the keys' TTL (300 s) the cached verdict stands: nobody looked yet.
+        engine.verify(&token, &mut keys, t0 + 100.0).unwrap();
+        assert_eq!(calls(&keys), 1);
+        // Past it, the next call (a cache hit for 0.2.0) looks at the keys again.
+        assert!(engine.cached(token.as_bytes(), t0 + 301.0, 0).is_none());
+        let e = engine.verify(&token, &mut keys, t0 + 301.0).unwrap_err();
+        assert_eq!(e.code(), "unknown_kid");
+        assert_eq!(calls(&keys), 2, "one refresh");
+    }
+
+    #[test]
+    fn a_new_key_set_in_the_store_reaches_cached_verdicts_at_once() {
+        let (mut engine, mut issuer, token, t0) = setup(DAY as u64);
+        let mut store = FakeStore::holding(&issuer, 1, t0);
+        engine.verify(&token, &mut store, t0).unwrap();
+        assert!(engine
+            .cached(token.as_bytes(), t0 + 1.0, store.epoch())
+            .is_some());
+        // The epoch moves but the key set is the same (another URL changed): still a hit,
+        // after one look at the store, and no second signature check.
+        store.epoch += 1;
+        assert!(engine
+            .cached(token.as_bytes(), t0 + 2.0, store.epoch())
+            .is_none());
+        engine.verify(&token, &mut store, t0 + 2.0).unwrap();
+        assert_eq!((engine.misses, store.calls), (1, 2));
+        assert!(engine
+            .cached(token.as_bytes(), t0 + 3.0, store.epoch())
+            .is_some());
+        // The worker stores a key set without the token's kid: the next call refuses it.
+        issuer.rotate(false);
+        store.set(&issuer, 2, t0 + 4.0);
+        assert!(engine
+            .cached(token.as_bytes(), t0 + 5.0, store.epoch())
+            .is_none());
+        let e = engine.verify(&token, &mut store, t0 + 5.0).unwrap_err();
+        assert_eq!(e.code(), "unknown_kid");
+    }
+
+    #[test]
+    fn a_lower_max_stale_applies_to_verdicts_already_cached() {
+        let issuer = Issuer::new("https://test.outseta.com");
+        let token = issuer.mint(&long_lived("dQGxEz94", "wZmNw7Q2"));
+        let with = |ttl: u64, max_stale: u64| {
+            let mut c = config(max_stale);
+            c.timing.ttl = ttl;
+            c.timing.min_interval = 10;
+            c
+        };
+        let mut engine = Engine::new();
+        engine.configure(1, || Ok(with(30, DAY as u64))).unwrap();
+        let t0 = outseta_dev::now() as f64;
+        let mut keys = LocalKeys::new(FakeFetcher::serving(&issuer));
+        engine.verify(&token, &mut keys, t0).unwrap();
+        keys.fetcher().fail();
+        engine.verify(&token, &mut keys, t0 + 100.0).unwrap();
+        // The operator lowers jwks_max_stale to 60 s; nothing else changes.
+        engine.configure(2, || Ok(with(30, 60))).unwrap();
+        assert!(engine.cached(token.as_bytes(), t0 + 101.0, 0).is_none());
+        let e = engine.verify(&token, &mut keys, t0 + 101.0).unwrap_err();
         assert_eq!(e.code(), "jwks_unavailable");
     }
 
@@ -395,7 +610,7 @@ mod tests {
         keys.fetcher().serve(&issuer);
         engine.verify(&rotated, &mut keys, t0 + 31.0).unwrap();
         assert_eq!(calls(&keys), 2);
-        assert!(engine.cached(token.as_bytes(), t0 + 32.0).is_none());
+        assert!(engine.cached(token.as_bytes(), t0 + 32.0, 0).is_none());
         let e = engine.verify(&token, &mut keys, t0 + 33.0).unwrap_err();
         assert_eq!(e.code(), "unknown_kid");
         assert_eq!(calls(&keys), 2, "rate limited again");

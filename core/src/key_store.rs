@@ -52,6 +52,14 @@ pub trait KeyProvider {
 
     /// One row per URL this provider knows.
     fn status(&self, now: f64) -> Vec<SourceStatus>;
+
+    /// A number that moves whenever a key set this provider holds may have changed without
+    /// this backend asking (the cluster's store: the worker fetched a new version, or
+    /// dropped keys). Cheap: read on every verification, cache hits included. Providers
+    /// whose keys change only inside [`KeyProvider::keys`] keep the default.
+    fn epoch(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -4,7 +4,7 @@
 //!
 //! Each test uses an issuer of its own (its own URL), so fetch counts are exact. They run on
 //! a preloaded cluster of their own (its store has 8 URL slots, never freed; this file uses
-//! 7); the full-store test on another.
+//! all 8); the full-store test on another.
 
 use std::sync::{OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -326,4 +326,50 @@ fn a_stopped_worker_is_restarted_and_backends_keep_their_keys() {
     assert_eq!(verify_sub(&mut c3, &t2).unwrap(), BOB);
     assert_eq!(other.hits(JWKS), 1);
     assert_eq!(server.hits(JWKS), 1, "no refetch of the first URL");
+}
+
+#[test]
+fn a_withdrawn_kid_stops_verifying_in_a_warm_backend() {
+    let _running = worker_running();
+    let server = issuer();
+    let mut c = session_for(&server);
+    // Short settings standing in for days: the worker refreshes the keys every second.
+    c.batch_execute("SET outseta_auth.jwks_cache_ttl = 1")
+        .unwrap();
+    let t = server.mint(&TokenRequest::new(JANE, ACME));
+    c.execute("SELECT set_config('outseta_auth.token', $1, false)", &[&t])
+        .unwrap();
+    let sub = |c: &mut Client| -> Result<Option<String>, postgres::Error> {
+        c.query_one("SELECT outseta_sub()", &[]).map(|r| r.get(0))
+    };
+    // Warm: every call is a cache hit.
+    for _ in 0..20 {
+        assert_eq!(sub(&mut c).unwrap().as_deref(), Some(JANE));
+    }
+    // Outseta withdraws the key (compromised): its JWKS lists only a new one.
+    server.issuer.lock().unwrap().rotate(false);
+    let withdrawn = Instant::now();
+    let e = loop {
+        match sub(&mut c) {
+            Ok(_) => {
+                assert!(
+                    withdrawn.elapsed() < Duration::from_secs(10),
+                    "the warm backend still verifies the withdrawn kid (0.2.0: until jwks_max_stale)"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+        "{e}"
+    );
+    let message = e.as_db_error().unwrap().message();
+    assert!(message.contains("unknown key id"), "{message}");
+    println!(
+        "shared: a withdrawn kid refused {:?} after the JWKS changed",
+        withdrawn.elapsed()
+    );
 }
