@@ -499,7 +499,9 @@ impl KeyProvider for SharedKeys {
     }
 
     fn status(&self, now: f64) -> Vec<SourceStatus> {
-        let store = *STORE.share();
+        // Read in place under the shared lock: the store is over 500 KB, no copy of it
+        // belongs on a backend's stack.
+        let store = STORE.share();
         let alive = worker_alive(&store, now);
         let mut out: Vec<SourceStatus> = store
             .slots
@@ -800,11 +802,20 @@ pub extern "C-unwind" fn outseta_auth_jwks_worker(_arg: pg_sys::Datum) {
     // Definitive profile answers, reused for every backend of the cluster (per token, for
     // the asker's TTL).
     let mut answers = AnswerCache::default();
-    // A slot left FETCHING by a previous incarnation of the worker is asked again.
+    // A request left in flight by a previous incarnation of the worker died with it: ask
+    // again (a JWKS slot still marked fetching would otherwise never be requested again,
+    // and its backends would wait out http_timeout until the next scheduled refresh).
     {
         let mut p = PROFILES.exclusive();
         for s in p.slots.iter_mut().filter(|s| s.state == FETCHING) {
             s.state = PENDING;
+        }
+    }
+    {
+        let mut store = STORE.exclusive();
+        for s in store.slots.iter_mut().filter(|s| s.used && s.fetching) {
+            s.fetching = false;
+            s.requested = true;
         }
     }
     let mut nap = Duration::from_millis(100);
