@@ -19,8 +19,17 @@ use pgrx::pg_sys;
 
 use crate::{settings, shared};
 
+/// Requests this backend may have running at once without preload: a request whose wait
+/// was cancelled goes on until its timeout, and repeated cancels must not pile threads and
+/// sockets up in one backend. A new request waits (interruptibly) for one of them to end.
+const MAX_RUNNING: usize = 2;
+
+type Request = std::thread::JoinHandle<Result<Response, String>>;
+
 thread_local! {
     static PROFILES: RefCell<ProfileCache> = RefCell::new(ProfileCache::default());
+    /// This backend's request threads not joined yet (cancelled waits leave them here).
+    static RUNNING: RefCell<Vec<(u64, Request)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The profile for `token`, which has passed JWKS verification as `v`.
@@ -52,8 +61,27 @@ pub fn check(token: &[u8], v: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, 
 
 /// The request made by this backend (no preload): on a thread with every signal blocked,
 /// waited for on the backend's latch so that a cancel or statement_timeout ends the wait
-/// at once (the thread finishes on its own within the timeout).
+/// at once (the thread finishes on its own within the timeout, and is joined later: at
+/// most [`MAX_RUNNING`] at a time).
 fn fetch_here(url: &str, token: &str, limits: FetchLimits) -> Result<Response, String> {
+    let deadline = Instant::now() + limits.total + Duration::from_millis(500);
+    let timed_out = || format!("timed out after {} ms", limits.total.as_millis());
+    // Join what has ended; wait for a place among the running ones.
+    loop {
+        let running = RUNNING.with_borrow_mut(|r| {
+            r.retain(|(_, h)| !h.is_finished());
+            r.len()
+        });
+        if running < MAX_RUNNING {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(timed_out());
+        }
+        nap();
+    }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (url, token) = (url.to_string(), token.to_string());
     let handle = shared::without_signals(|| {
         std::thread::Builder::new()
@@ -61,24 +89,38 @@ fn fetch_here(url: &str, token: &str, limits: FetchLimits) -> Result<Response, S
             .spawn(move || profile::fetch(&url, &token, limits))
     })
     .map_err(|e| format!("could not start the request: {e}"))?;
-    let deadline = Instant::now() + limits.total + Duration::from_millis(500);
-    while !handle.is_finished() {
+    // Registered before the wait, so that a cancel unwinding out of it leaves it counted.
+    RUNNING.with_borrow_mut(|r| r.push((id, handle)));
+    let finished = || RUNNING.with_borrow(|r| r.iter().any(|(i, h)| *i == id && h.is_finished()));
+    while !finished() {
         if Instant::now() >= deadline {
-            return Err(format!("timed out after {} ms", limits.total.as_millis()));
+            return Err(timed_out());
         }
-        // SAFETY: MyLatch is this backend's own latch; no lock is held.
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                5,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-        }
-        pgrx::check_for_interrupts!();
+        nap();
     }
+    let handle = RUNNING.with_borrow_mut(|r| {
+        let at = r
+            .iter()
+            .position(|(i, _)| *i == id)
+            .expect("registered above");
+        r.swap_remove(at).1
+    });
     handle
         .join()
         .unwrap_or_else(|_| Err("the request thread panicked".into()))
+}
+
+/// 5 ms on the backend's latch, then any pending cancel or statement_timeout.
+fn nap() {
+    // SAFETY: MyLatch is this backend's own latch; no lock or borrow is held.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            5,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pgrx::check_for_interrupts!();
 }

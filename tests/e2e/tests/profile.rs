@@ -267,6 +267,24 @@ fn a_slow_profile_endpoint_can_be_cancelled_and_the_connection_still_works() {
         let one: i32 = c.query_one("SELECT 1", &[]).unwrap().get(0);
         assert_eq!(one, 1, "{what}: the connection works afterwards");
     }
+    // Without preload a cancelled request's thread runs on until its timeout; repeated
+    // cancels do not pile them up (0.2.0: one more thread and socket per cancel).
+    let mut c = app_nopreload();
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    c.batch_execute("SET statement_timeout = '100ms'").unwrap();
+    for _ in 0..8 {
+        with_token(&mut c, &fresh(JANE, ACME));
+        let e = profile(&mut c).unwrap_err();
+        assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e}");
+    }
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    assert!(
+        threads <= 3,
+        "{threads} threads in the backend after 8 cancels"
+    );
+    c.batch_execute("RESET statement_timeout").unwrap();
     // outseta_auth.http_timeout bounds a request nobody cancels: 58000, not a hang.
     let mut c = superuser();
     c.batch_execute("SET outseta_auth.http_timeout = '500ms'")
