@@ -64,9 +64,10 @@ pub fn check(token: &[u8], v: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, 
 /// at once (the thread finishes on its own within the timeout, and is joined later: at
 /// most [`MAX_RUNNING`] at a time).
 fn fetch_here(url: &str, token: &str, limits: FetchLimits) -> Result<Response, String> {
-    let deadline = Instant::now() + limits.total + Duration::from_millis(500);
     let timed_out = || format!("timed out after {} ms", limits.total.as_millis());
-    // Join what has ended; wait for a place among the running ones.
+    // Join what has ended; wait for a place among the running ones (each ends within its
+    // own timeout, so this wait is bounded by one).
+    let deadline = Instant::now() + limits.total + Duration::from_millis(500);
     loop {
         let running = RUNNING.with_borrow_mut(|r| {
             r.retain(|(_, h)| !h.is_finished());
@@ -91,6 +92,8 @@ fn fetch_here(url: &str, token: &str, limits: FetchLimits) -> Result<Response, S
     .map_err(|e| format!("could not start the request: {e}"))?;
     // Registered before the wait, so that a cancel unwinding out of it leaves it counted.
     RUNNING.with_borrow_mut(|r| r.push((id, handle)));
+    // The request's own deadline, apart from the wait for a place.
+    let deadline = Instant::now() + limits.total + Duration::from_millis(500);
     let finished = || RUNNING.with_borrow(|r| r.iter().any(|(i, h)| *i == id && h.is_finished()));
     while !finished() {
         if Instant::now() >= deadline {

@@ -267,7 +267,6 @@ struct Parsed {
     url: String,
     version: u64,
     keys: Arc<KeySet>,
-    fetched_at: f64,
 }
 
 /// A backend's view of the shared store: key sets parsed once per version, and the
@@ -381,8 +380,15 @@ fn wait_for_attempt(i: usize, seen: u64, limit: Duration) -> bool {
 
 impl SharedKeys {
     /// The parsed key set of slot `i` at `version`, copying and parsing it only when the
-    /// version is new to this backend.
-    fn snapshot(&mut self, i: usize, url: &str, version: u64) -> Result<KeySnapshot, AuthError> {
+    /// version is new to this backend. `fetched_at` is the store's last successful fetch
+    /// (an unchanged body refetched keeps its version but moves this time).
+    fn snapshot(
+        &mut self,
+        i: usize,
+        url: &str,
+        version: u64,
+        fetched_at: f64,
+    ) -> Result<KeySnapshot, AuthError> {
         if let Some(p) = self
             .parsed
             .iter()
@@ -390,7 +396,7 @@ impl SharedKeys {
         {
             return Ok(KeySnapshot {
                 keys: p.keys.clone(),
-                fetched_at: p.fetched_at,
+                fetched_at,
                 version,
             });
         }
@@ -415,7 +421,6 @@ impl SharedKeys {
             url: url.to_string(),
             version: current,
             keys: keys.clone(),
-            fetched_at,
         });
         Ok(KeySnapshot {
             keys,
@@ -491,7 +496,7 @@ impl KeyProvider for SharedKeys {
                 timing,
             ));
         }
-        self.snapshot(i, url, v.version)
+        self.snapshot(i, url, v.version, v.schedule.fetched_at)
     }
 
     fn epoch(&self) -> u64 {

@@ -103,12 +103,6 @@ impl Engine {
         epoch: u64,
     ) -> Option<Result<Arc<VerifiedToken>, AuthError>> {
         let leeway = self.config.as_ref()?.policy.leeway;
-        if now > self.trust_until {
-            // The keys behind a cached verdict are older than max_stale: verify afresh
-            // (which refreshes the keys, or fails closed), starting a new cache.
-            self.forget_tokens();
-            return None;
-        }
         if self.must_recheck(now, epoch) {
             return None;
         }
@@ -138,8 +132,12 @@ impl Engine {
         }
     }
 
+    /// Whether the cached verdicts must be looked at against the provider's keys before
+    /// one is served: the epoch moved, the keys' TTL passed, or their trust ran out (the
+    /// keys may have been refetched meanwhile: then the verdicts stay; else they go).
     fn must_recheck(&self, now: f64, epoch: u64) -> bool {
-        !self.tokens.is_empty() && (epoch != self.checked_epoch || now >= self.recheck_at)
+        !self.tokens.is_empty()
+            && (epoch != self.checked_epoch || now >= self.recheck_at || now > self.trust_until)
     }
 
     /// Look at the keys behind the cached verdicts again: a new key set (or none) drops
@@ -150,9 +148,9 @@ impl Engine {
         &mut self,
         keys: &mut dyn KeyProvider,
         now: f64,
+        epoch: u64,
     ) -> Result<Option<KeySnapshot>, AuthError> {
         let cfg = self.current()?;
-        let epoch = keys.epoch();
         let KeySource::Url(url) = &cfg.source else {
             // A literal JWKS changes only with the settings, which drop the cache.
             self.checked_epoch = epoch;
@@ -219,10 +217,13 @@ impl Engine {
         keys: &mut dyn KeyProvider,
         now: f64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
+        // The epoch before any look at the keys: a key set stored meanwhile moves it again,
+        // so a verdict is never marked as checked against keys newer than its own.
+        let epoch = keys.epoch();
         // One look at the keys per call: a recheck's snapshot serves the verification.
         let mut looked = None;
-        if self.must_recheck(now, keys.epoch()) {
-            looked = self.recheck(keys, now)?;
+        if self.must_recheck(now, epoch) {
+            looked = self.recheck(keys, now, epoch)?;
             if let Some(cached) = self.cached(token.as_bytes(), now, self.checked_epoch) {
                 return cached;
             }
@@ -267,7 +268,7 @@ impl Engine {
         if self.tokens.is_empty() {
             // The first verdict of a new cache: its keys were just looked at.
             self.trust_until = trusted_until;
-            self.checked_epoch = keys.epoch();
+            self.checked_epoch = epoch;
             self.recheck_at = keys_fetched_at.map_or(f64::INFINITY, |at| {
                 (at + cfg.timing.ttl as f64).max(now + cfg.timing.min_interval.max(1) as f64)
             });

@@ -241,6 +241,8 @@ fn no_token_outlives_its_transaction_on_cached_worker_connections() {
     for _ in 0..3 {
         let mut tx = c.transaction().unwrap();
         assert!(visible_accounts(&mut tx).is_empty());
+        // (The row count above is the check; the workers' own view of the setting, through
+        // whichever connections run_command_on_workers uses, is a second look.)
         let planted: Vec<String> = tx
             .query(
                 "SELECT result FROM run_command_on_workers(

@@ -3,6 +3,7 @@
 //! extension fetches from it over HTTP on 127.0.0.1.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use outseta_dev::{with_payload, TokenRequest};
 use outseta_e2e::*;
@@ -566,4 +567,46 @@ fn a_slow_jwks_server_is_bounded_and_cancel_still_works() {
     su.batch_execute("RESET statement_timeout").unwrap();
     let one: i32 = su.query_one("SELECT 1", &[]).unwrap().get(0);
     assert_eq!(one, 1);
+}
+
+#[test]
+fn a_warm_backend_keeps_its_cache_hits_past_jwks_max_stale() {
+    // Short settings standing in for a day: the worker refetches the (unchanged) keys every
+    // second; each fetch extends their trust by jwks_max_stale (60 s, the least allowed).
+    let server =
+        outseta_dev::Server::start("127.0.0.1:0", outseta_dev::Issuer::new(ISSUER)).unwrap();
+    let mut c = superuser();
+    c.batch_execute(&format!(
+        "SET outseta_auth.jwks_url = '{}'; SET outseta_auth.jwks_cache_ttl = 1;
+         SET outseta_auth.jwks_max_stale = 60; SET outseta_auth.jwks_refresh_min_interval = 0",
+        server.jwks_url()
+    ))
+    .unwrap();
+    let t = server.mint(&TokenRequest::new(JANE, ACME));
+    c.execute("SELECT set_config('outseta_auth.token', $1, false)", &[&t])
+        .unwrap();
+    // The accessor per row (a predicate on the row, not a one-time filter).
+    let count =
+        "SELECT count(*) FROM generate_series(1, 1000) g WHERE outseta_sub() || g IS NOT NULL";
+    let n: i64 = c.query_one(count, &[]).unwrap().get(0);
+    assert_eq!(n, 1000);
+    let misses = |c: &mut Client| -> (i64, bool) {
+        let r = c
+            .query_one(
+                "SELECT token_cache_misses, shared FROM outseta_jwks_status() WHERE source = $1",
+                &[&server.jwks_url()],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let (before, shared) = misses(&mut c);
+    assert!(shared, "the cluster's store serves this URL");
+    // Past max_stale since this backend first parsed the keys (but not since their last
+    // fetch): the 1,000 per-row calls are still cache hits, not signature checks (with a
+    // stale fetch time they were 1,000 misses).
+    std::thread::sleep(Duration::from_secs(62));
+    let n: i64 = c.query_one(count, &[]).unwrap().get(0);
+    assert_eq!(n, 1000);
+    let (after, _) = misses(&mut c);
+    assert_eq!(after - before, 0, "misses for 1,000 calls past max_stale");
 }
