@@ -512,5 +512,8 @@ fn the_webhook_secret_is_invisible_to_the_application_role() {
         )
         .unwrap()
         .get(0);
-    assert!(shared >= 1, "the monitoring role sees the cluster's key sources");
+    assert!(
+        shared >= 1,
+        "the monitoring role sees the cluster's key sources"
+    );
 }
