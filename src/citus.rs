@@ -108,14 +108,23 @@ fn wire_value(token: Option<&[u8]>) -> &[u8] {
 fn hand_on_token() {
     // An error here (an oversize request setting) is the accessors' error too: the
     // workers get a token they refuse, never none.
-    let current: Vec<u8> = with_current_token(|t| wire_value(t).to_vec()).unwrap_or(b"!".into());
-    let unchanged = HANDED_ON.with_borrow(|h| match h {
-        Some(h) => *h == current,
-        None => current.is_empty(),
-    });
-    if unchanged {
-        return;
-    }
+    // Compared in place (this runs before every statement of a block): a copy is made
+    // only when the token changed.
+    let changed = |current: &[u8]| {
+        HANDED_ON.with_borrow(|h| match h {
+            Some(h) => h.as_slice() != current,
+            None => !current.is_empty(),
+        })
+    };
+    let current = match with_current_token(|t| {
+        let wire = wire_value(t);
+        changed(wire).then(|| wire.to_vec())
+    }) {
+        Ok(Some(changed)) => changed,
+        Ok(None) => return,
+        Err(_) if changed(b"!") => b"!".to_vec(),
+        Err(_) => return,
+    };
     let stmt = format!(
         "SET LOCAL outseta_auth.token = '{}'",
         String::from_utf8_lossy(&current)

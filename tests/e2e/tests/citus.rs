@@ -168,6 +168,13 @@ fn visible_accounts(tx: &mut postgres::Transaction) -> Vec<(String, i64)> {
     .collect()
 }
 
+/// A transaction of `c` in which `sql` (with `$TOKEN`) gave `token`.
+fn begin_with<'a>(c: &'a mut Client, sql: &str, token: &str) -> postgres::Transaction<'a> {
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&sql.replace("$TOKEN", token)).unwrap();
+    tx
+}
+
 fn only(account: &str) -> Vec<(String, i64)> {
     vec![(account.to_string(), DOCS_PER_ACCOUNT)]
 }
@@ -229,12 +236,11 @@ fn every_token_path_reaches_the_workers() {
 #[ignore = "needs the Citus cluster of scripts/citus"]
 fn no_token_outlives_its_transaction_on_cached_worker_connections() {
     let mut c = app();
-    let mut tx = c.transaction().unwrap();
-    tx.batch_execute(&format!(
-        "SELECT set_config('outseta_auth.token', '{}', true)",
-        mint(CAROL, ACME)
-    ))
-    .unwrap();
+    let mut tx = begin_with(
+        &mut c,
+        "SELECT set_config('outseta_auth.token', '$TOKEN', true)",
+        &mint(CAROL, ACME),
+    );
     assert_eq!(visible_accounts(&mut tx), only(ACME));
     tx.commit().unwrap();
     // Citus keeps the connections to the workers; the next transactions on them see nothing.
@@ -269,12 +275,11 @@ fn no_token_outlives_its_transaction_on_cached_worker_connections() {
 fn writes_are_checked_on_the_workers() {
     let mut c = app();
     let title = "citus: jane's note";
-    let mut tx = c.transaction().unwrap();
-    tx.batch_execute(&format!(
-        "SELECT outseta_authenticate('{}')",
-        mint(JANE, ACME)
-    ))
-    .unwrap();
+    let mut tx = begin_with(
+        &mut c,
+        "SELECT outseta_authenticate('$TOKEN')",
+        &mint(JANE, ACME),
+    );
     tx.execute("INSERT INTO documents (title) VALUES ($1)", &[&title])
         .unwrap();
     tx.execute(
@@ -297,12 +302,11 @@ fn writes_are_checked_on_the_workers() {
     );
     tx.rollback().unwrap();
 
-    let mut tx = c.transaction().unwrap();
-    tx.batch_execute(&format!(
-        "SELECT outseta_authenticate('{}')",
-        mint(JANE, ACME)
-    ))
-    .unwrap();
+    let mut tx = begin_with(
+        &mut c,
+        "SELECT outseta_authenticate('$TOKEN')",
+        &mint(JANE, ACME),
+    );
     tx.execute("INSERT INTO documents (title) VALUES ($1)", &[&title])
         .unwrap();
     let updated = tx
@@ -386,12 +390,11 @@ fn bad_tokens_are_refused_and_one_fetch_per_node() {
 #[ignore = "needs the Citus cluster of scripts/citus"]
 fn policy_forms_task_count_and_latency() {
     let mut c = app();
-    let mut tx = c.transaction().unwrap();
-    tx.batch_execute(&format!(
-        "SET LOCAL outseta_auth.token = '{}'",
-        mint(CAROL, ACME)
-    ))
-    .unwrap();
+    let mut tx = begin_with(
+        &mut c,
+        "SET LOCAL outseta_auth.token = '$TOKEN'",
+        &mint(CAROL, ACME),
+    );
     let task_count = |tx: &mut postgres::Transaction, q: &str| -> i64 {
         let plan: Vec<String> = tx
             .query(&format!("EXPLAIN {q}"), &[])
