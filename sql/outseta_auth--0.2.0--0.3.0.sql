@@ -7,6 +7,8 @@
 --   cause (JWKS URL, network error) goes to the server log.
 -- - outseta_jwks_status() (sources, URLs, errors of every database) is for pg_monitor and
 --   superusers: EXECUTE revoked from PUBLIC.
+-- - outseta_shared_slots() (new): the cluster's shared slots in use, for pg_monitor and
+--   superusers.
 -- Every other function keeps its signature, volatility and symbol.
 CREATE OR REPLACE FUNCTION outseta_pre_request() RETURNS void
 LANGUAGE plpgsql VOLATILE AS $fn$
@@ -73,3 +75,15 @@ COMMENT ON FUNCTION outseta_pre_request() IS
 
 REVOKE EXECUTE ON FUNCTION outseta_jwks_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION outseta_jwks_status() TO pg_monitor;
+
+CREATE  FUNCTION "outseta_shared_slots"() RETURNS TABLE (
+	"area" TEXT,  /* String */
+	"in_use" INT,  /* i32 */
+	"slots" INT,  /* i32 */
+	"bytes" bigint  /* i64 */
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'outseta_shared_slots_wrapper';
+REVOKE EXECUTE ON FUNCTION outseta_shared_slots() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outseta_shared_slots() TO pg_monitor;

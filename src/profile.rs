@@ -15,7 +15,6 @@ use outseta_auth_core::claims::now;
 use outseta_auth_core::fetch::FetchLimits;
 use outseta_auth_core::profile::{self, ProfileCache, Response};
 use outseta_auth_core::{AuthError, VerifiedToken};
-use pgrx::pg_sys;
 
 use crate::{settings, shared};
 
@@ -67,40 +66,33 @@ fn fetch_here(url: &str, token: &str, limits: FetchLimits) -> Result<Response, S
     let timed_out = || format!("timed out after {} ms", limits.total.as_millis());
     // Join what has ended; wait for a place among the running ones (each ends within its
     // own timeout, so this wait is bounded by one).
-    let deadline = Instant::now() + limits.total + Duration::from_millis(500);
-    loop {
-        let running = RUNNING.with_borrow_mut(|r| {
+    let place = Instant::now() + limits.total + Duration::from_millis(500);
+    shared::wait_until(place, 5, || {
+        RUNNING.with_borrow_mut(|r| {
             r.retain(|(_, h)| !h.is_finished());
-            r.len()
-        });
-        if running < MAX_RUNNING {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(timed_out());
-        }
-        nap();
-    }
+            (r.len() < MAX_RUNNING).then_some(())
+        })
+    })
+    .ok_or_else(timed_out)?;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (url, token) = (url.to_string(), token.to_string());
-    let handle = shared::without_signals(|| {
-        std::thread::Builder::new()
-            .name("outseta_auth profile".into())
-            .spawn(move || profile::fetch(&url, &token, limits))
+    let handle = shared::spawn_without_signals("outseta_auth profile", move || {
+        profile::fetch(&url, &token, limits)
     })
     .map_err(|e| format!("could not start the request: {e}"))?;
     // Registered before the wait, so that a cancel unwinding out of it leaves it counted.
     RUNNING.with_borrow_mut(|r| r.push((id, handle)));
     // The request's own deadline, apart from the wait for a place.
-    let deadline = Instant::now() + limits.total + Duration::from_millis(500);
-    let finished = || RUNNING.with_borrow(|r| r.iter().any(|(i, h)| *i == id && h.is_finished()));
-    while !finished() {
-        if Instant::now() >= deadline {
-            return Err(timed_out());
-        }
-        nap();
-    }
+    let answer = Instant::now() + limits.total + Duration::from_millis(500);
+    shared::wait_until(answer, 5, || {
+        RUNNING.with_borrow(|r| {
+            r.iter()
+                .any(|(i, h)| *i == id && h.is_finished())
+                .then_some(())
+        })
+    })
+    .ok_or_else(timed_out)?;
     let handle = RUNNING.with_borrow_mut(|r| {
         let at = r
             .iter()
@@ -111,19 +103,4 @@ fn fetch_here(url: &str, token: &str, limits: FetchLimits) -> Result<Response, S
     handle
         .join()
         .unwrap_or_else(|_| Err("the request thread panicked".into()))
-}
-
-/// 5 ms on the backend's latch, then any pending cancel or statement_timeout.
-fn nap() {
-    // SAFETY: MyLatch is this backend's own latch; no lock or borrow is held.
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            5,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
-    pgrx::check_for_interrupts!();
 }

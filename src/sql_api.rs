@@ -7,8 +7,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use outseta_auth_core::claims::now;
-use outseta_auth_core::{AuthError, Engine, VerifiedToken};
+use outseta_auth_core::{AuthError, Engine, Now, VerifiedToken};
 use pgrx::callconv::{BoxRet, FcInfo};
 use pgrx::datum::Datum;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -42,7 +41,7 @@ fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
         if let Err(e) = engine.configure(settings::generation(), settings::build_config) {
             return (Err(e), false);
         }
-        let now = now();
+        let now = Now::read();
         if let Some(cached) = engine.cached(token, now, crate::keys::epoch()) {
             return (cached, false);
         }
@@ -437,7 +436,7 @@ fn outseta_jwks_status() -> TableIterator<
     let (rows, hits, misses) = ENGINE.with_borrow_mut(|engine| {
         // Show the configured source even before first use; a config error shows as no row.
         let _ = engine.configure(settings::generation(), settings::build_config);
-        let rows = with_keys(|keys| engine.status(keys, now()));
+        let rows = with_keys(|keys| engine.status(keys, Now::read()));
         (rows, engine.hits as i64, engine.misses as i64)
     });
     let rows: Vec<_> = rows
@@ -469,6 +468,25 @@ fn outseta_jwks_status() -> TableIterator<
     TableIterator::new(rows)
 }
 
+/// The cluster's shared slots (with preload; no rows without): how many are in use, of
+/// how many, and the shared memory of each area. For monitoring long-running clusters.
+#[pg_extern(volatile, parallel_restricted)]
+fn outseta_shared_slots() -> TableIterator<
+    'static,
+    (
+        name!(area, String),
+        name!(in_use, i32),
+        name!(slots, i32),
+        name!(bytes, i64),
+    ),
+> {
+    TableIterator::new(crate::shared::slots().into_iter().map(
+        |(area, in_use, slots, bytes)| {
+            (area.to_string(), in_use as i32, slots as i32, bytes as i64)
+        },
+    ))
+}
+
 /// Fetch the JWKS now (superuser only). Returns the number of usable keys.
 #[pg_extern(volatile, parallel_unsafe)]
 fn outseta_refresh_jwks() -> Result<i32, ErrorReport> {
@@ -482,7 +500,7 @@ fn outseta_refresh_jwks() -> Result<i32, ErrorReport> {
     let n = ENGINE
         .with_borrow_mut(|engine| {
             engine.configure(settings::generation(), settings::build_config)?;
-            with_keys(|keys| engine.refresh(keys, now()))
+            with_keys(|keys| engine.refresh(keys, Now::read()))
         })
         .map_err(report)?;
     Ok(n as i32)
@@ -491,14 +509,16 @@ fn outseta_refresh_jwks() -> Result<i32, ErrorReport> {
 // Privileges. outseta_refresh_jwks() is for superusers. The JWKS status lists every source
 // this backend (or, with preload, the cluster) knows, with its URL and last error: for
 // monitoring, not for every role (the same two statements are in
-// sql/outseta_auth--0.2.0--0.3.0.sql).
+// sql/outseta_auth--0.2.0--0.3.0.sql). So is outseta_shared_slots().
 extension_sql!(
     r#"
 REVOKE EXECUTE ON FUNCTION outseta_refresh_jwks() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION outseta_jwks_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION outseta_jwks_status() TO pg_monitor;
+REVOKE EXECUTE ON FUNCTION outseta_shared_slots() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outseta_shared_slots() TO pg_monitor;
 "#,
     name = "revoke_refresh",
-    requires = [outseta_refresh_jwks, outseta_jwks_status],
+    requires = [outseta_refresh_jwks, outseta_jwks_status, outseta_shared_slots],
     finalize,
 );

@@ -18,6 +18,7 @@
 use std::sync::Arc;
 
 use crate::claims::{self, VerifiedToken};
+use crate::clock::Now;
 use crate::config::{Config, KeySource};
 use crate::error::AuthError;
 use crate::jwks::KeySet;
@@ -99,24 +100,25 @@ impl Engine {
     pub fn cached(
         &mut self,
         token: &[u8],
-        now: f64,
+        now: impl Into<Now>,
         epoch: u64,
     ) -> Option<Result<Arc<VerifiedToken>, AuthError>> {
+        let now = now.into();
         let leeway = self.config.as_ref()?.policy.leeway;
-        if self.must_recheck(now, epoch) {
+        if self.must_recheck(now.mono, epoch) {
             return None;
         }
         if let Some((last, v)) = &self.last {
             if last.as_bytes() == token {
                 self.hits += 1;
-                return Some(v.check_times(now, leeway).map(|_| v.clone()));
+                return Some(v.check_times(now.wall, leeway).map(|_| v.clone()));
             }
         }
         let token = std::str::from_utf8(token).ok()?;
         let v = self.tokens.get(token)?.clone();
         self.hits += 1;
         self.last = Some((token.into(), v.clone()));
-        Some(v.check_times(now, leeway).map(|_| v))
+        Some(v.check_times(now.wall, leeway).map(|_| v))
     }
 
     /// Verify `token` under the current configuration (call [`Engine::configure`] first).
@@ -124,8 +126,9 @@ impl Engine {
         &mut self,
         token: &str,
         keys: &mut dyn KeyProvider,
-        now: f64,
+        now: impl Into<Now>,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
+        let now = now.into();
         match self.cached(token.as_bytes(), now, keys.epoch()) {
             Some(cached) => cached,
             None => self.verify_uncached(token, keys, now),
@@ -135,6 +138,7 @@ impl Engine {
     /// Whether the cached verdicts must be looked at against the provider's keys before
     /// one is served: the epoch moved, the keys' TTL passed, or their trust ran out (the
     /// keys may have been refetched meanwhile: then the verdicts stay; else they go).
+    /// `now`: monotonic.
     fn must_recheck(&self, now: f64, epoch: u64) -> bool {
         !self.tokens.is_empty()
             && (epoch != self.checked_epoch || now >= self.recheck_at || now > self.trust_until)
@@ -196,6 +200,7 @@ impl Engine {
         }
     }
 
+    /// `now`: the wall clock (shown as the literal's "fetched" time).
     fn literal_keys(&mut self, json: &str, now: f64) -> Result<Arc<KeySet>, AuthError> {
         if let Some((text, keys, _)) = &self.literal {
             if text == json {
@@ -215,8 +220,10 @@ impl Engine {
         &mut self,
         token: &str,
         keys: &mut dyn KeyProvider,
-        now: f64,
+        now: impl Into<Now>,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
+        let clock: Now = now.into();
+        let now = clock.mono;
         // The epoch before any look at the keys: a key set stored meanwhile moves it again,
         // so a verdict is never marked as checked against keys newer than its own.
         let epoch = keys.epoch();
@@ -224,7 +231,7 @@ impl Engine {
         let mut looked = None;
         if self.must_recheck(now, epoch) {
             looked = self.recheck(keys, now, epoch)?;
-            if let Some(cached) = self.cached(token.as_bytes(), now, self.checked_epoch) {
+            if let Some(cached) = self.cached(token.as_bytes(), clock, self.checked_epoch) {
                 return cached;
             }
         }
@@ -236,7 +243,7 @@ impl Engine {
         // When the keys that verify it were fetched (None: a literal JWKS, always trusted).
         let keys_fetched_at = match &cfg.source {
             KeySource::Literal(json) => {
-                let set = self.literal_keys(json, now)?;
+                let set = self.literal_keys(json, clock.wall)?;
                 parsed.verify_signature(&set)?;
                 None
             }
@@ -251,7 +258,8 @@ impl Engine {
                         return Err(e);
                     };
                     // The issuer may have rotated keys since the last fetch.
-                    let again = keys.keys(url, &cfg.timing, now, Refetch::IfAllowed)?;
+                    let seen = snap.version;
+                    let again = keys.keys(url, &cfg.timing, now, Refetch::UnknownKid { seen })?;
                     self.note_version(url, again.version);
                     if again.version == snap.version {
                         return Err(e);
@@ -262,7 +270,7 @@ impl Engine {
                 Some(snap.fetched_at)
             }
         };
-        let v = Arc::new(claims::check(&parsed.payload, &cfg.policy, now)?);
+        let v = Arc::new(claims::check(&parsed.payload, &cfg.policy, clock.wall)?);
         let trusted_until =
             keys_fetched_at.map_or(f64::INFINITY, |at| at + cfg.timing.max_stale as f64);
         if self.tokens.is_empty() {
@@ -283,12 +291,17 @@ impl Engine {
     }
 
     /// Fetch the configured URL now, whatever the rate limit. Returns the usable keys.
-    pub fn refresh(&mut self, keys: &mut dyn KeyProvider, now: f64) -> Result<usize, AuthError> {
+    pub fn refresh(
+        &mut self,
+        keys: &mut dyn KeyProvider,
+        now: impl Into<Now>,
+    ) -> Result<usize, AuthError> {
+        let now = now.into();
         let cfg = self.current()?;
         match &cfg.source {
-            KeySource::Literal(json) => Ok(self.literal_keys(json, now)?.keys.len()),
+            KeySource::Literal(json) => Ok(self.literal_keys(json, now.wall)?.keys.len()),
             KeySource::Url(url) => {
-                let snap = keys.keys(url, &cfg.timing, now, Refetch::Now)?;
+                let snap = keys.keys(url, &cfg.timing, now.mono, Refetch::Now)?;
                 self.note_version(url, snap.version);
                 Ok(snap.keys.keys.len())
             }
@@ -297,8 +310,8 @@ impl Engine {
 
     /// The provider's sources, plus the configured one (a literal JWKS, or a URL not yet
     /// used).
-    pub fn status(&self, keys: &dyn KeyProvider, now: f64) -> Vec<SourceStatus> {
-        let mut out = keys.status(now);
+    pub fn status(&self, keys: &dyn KeyProvider, now: impl Into<Now>) -> Vec<SourceStatus> {
+        let mut out = keys.status(now.into());
         if let Some((_, set, parsed_at)) = &self.literal {
             let mut st = SourceStatus {
                 source: KeySource::Literal(String::new()).label().to_string(),
@@ -500,7 +513,7 @@ mod tests {
             self.calls += 1;
             Ok(self.snap.clone())
         }
-        fn status(&self, _now: f64) -> Vec<SourceStatus> {
+        fn status(&self, _now: Now) -> Vec<SourceStatus> {
             vec![]
         }
         fn epoch(&self) -> u64 {

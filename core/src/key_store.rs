@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
+use crate::clock::Now;
 use crate::config::{Timing, MAX_TTL};
+use crate::decision::{decide, Action, Failure, FetchedBy, SourceState};
 use crate::error::AuthError;
 use crate::fetch::{validate_url, Fetcher};
 use crate::jwks::KeySet;
@@ -22,7 +24,8 @@ const MAX_LOCAL_SOURCES: usize = 8;
 #[derive(Debug, Clone)]
 pub struct KeySnapshot {
     pub keys: Arc<KeySet>,
-    /// Unix seconds of the fetch that produced `keys`.
+    /// Monotonic seconds ([`Now::mono`]) of the last successful fetch of these keys (an
+    /// unchanged body refetched moves it).
     pub fetched_at: f64,
     /// Changes whenever the key set's bytes change (never reused for one URL).
     pub version: u64,
@@ -33,15 +36,18 @@ pub struct KeySnapshot {
 pub enum Refetch {
     /// Only if the keys are not fresh (and the rate limit allows).
     No,
-    /// The token's kid is unknown: fetch if the rate limit allows, the issuer may have
-    /// rotated keys.
-    IfAllowed,
-    /// Now, whatever the rate limit (a superuser's `outseta_refresh_jwks()`).
+    /// The token's kid is not in key set version `seen`: the issuer may have rotated keys.
+    /// Newer keys if the store has them, else a fetch started after this ask if the rate
+    /// limit allows one.
+    UnknownKid { seen: u64 },
+    /// Now, whatever the rate limit (a superuser's `outseta_refresh_jwks()`): an attempt
+    /// started after this ask, or an error.
     Now,
 }
 
 pub trait KeyProvider {
-    /// The key set of `url` (already checked to be an allowed URL by the caller or here).
+    /// The key set of `url` (already checked to be an allowed URL by the caller or here),
+    /// at monotonic time `now` ([`Now::mono`]), as [`decide`] rules.
     fn keys(
         &mut self,
         url: &str,
@@ -50,8 +56,8 @@ pub trait KeyProvider {
         refetch: Refetch,
     ) -> Result<KeySnapshot, AuthError>;
 
-    /// One row per URL this provider knows.
-    fn status(&self, now: f64) -> Vec<SourceStatus>;
+    /// One row per URL this provider knows (times shown on the wall clock).
+    fn status(&self, now: Now) -> Vec<SourceStatus>;
 
     /// A number that moves whenever a key set this provider holds may have changed without
     /// this backend asking (the cluster's store: the worker fetched a new version, or
@@ -94,7 +100,7 @@ impl SourceStatus {
     }
 }
 
-/// Fetch bookkeeping of one URL: plain data, explicit clock (unix seconds as `f64`).
+/// Fetch bookkeeping of one URL: plain data, explicit monotonic clock ([`Now::mono`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 #[repr(C)]
 pub struct Schedule {
@@ -217,6 +223,7 @@ struct LocalSource {
     keys: Option<Arc<KeySet>>,
     version: u64,
     schedule: Schedule,
+    attempts: u64,
     last_error: Option<String>,
 }
 
@@ -255,6 +262,7 @@ impl<F: Fetcher> LocalKeys<F> {
             keys: None,
             version: 0,
             schedule: Schedule::default(),
+            attempts: 0,
             last_error: None,
         });
         self.sources.len() - 1
@@ -268,19 +276,32 @@ impl<F: Fetcher> LocalKeys<F> {
         })
     }
 
-    /// The held keys while they are younger than `max_stale`; past it they are dropped
-    /// and the URL fails closed until a fetch succeeds.
-    fn stale_or_error(
+    fn state(s: &LocalSource) -> SourceState {
+        SourceState {
+            version: if s.keys.is_some() { s.version } else { 0 },
+            schedule: s.schedule,
+            attempts_started: s.attempts,
+            attempts_done: s.attempts,
+            fetcher: FetchedBy::Here,
+        }
+    }
+
+    /// Carry out a decision that is not a fetch: the held keys, or an error (keys past
+    /// `max_stale` are dropped: the URL fails closed until a fetch succeeds).
+    fn answer(
         &mut self,
         i: usize,
+        action: Action,
         timing: &Timing,
         now: f64,
     ) -> Result<KeySnapshot, AuthError> {
         let s = &mut self.sources[i];
-        if s.keys.is_some() {
-            if s.schedule.within_max_stale(now, timing) {
-                return Ok(Self::snapshot(s).expect("keys are held"));
+        if action == Action::Use {
+            if let Some(snap) = Self::snapshot(s) {
+                return Ok(snap);
             }
+        }
+        if action == Action::Fail(Failure::TooStale) && s.keys.is_some() {
             s.keys = None;
             s.body.clear();
             s.version = self.next_version;
@@ -306,17 +327,13 @@ impl<F: Fetcher> KeyProvider for LocalKeys<F> {
     ) -> Result<KeySnapshot, AuthError> {
         validate_url(url, "outseta_auth.jwks_url")?;
         let i = self.index(url);
-        let s = &self.sources[i];
-        if refetch == Refetch::No && s.schedule.fresh(now) {
-            if let Some(snap) = Self::snapshot(s) {
-                return Ok(snap);
-            }
+        let action = decide(&Self::state(&self.sources[i]), timing, refetch, now, None);
+        if action != Action::FetchHere {
+            return self.answer(i, action, timing, now);
         }
-        if refetch != Refetch::Now && !s.schedule.may_attempt(now, timing, false) {
-            // Rate limit: what we hold (if not too stale), or the last failure.
-            return self.stale_or_error(i, timing, now);
-        }
-        self.sources[i].schedule.on_attempt(now);
+        let s = &mut self.sources[i];
+        s.schedule.on_attempt(now);
+        s.attempts += 1;
         let result = self
             .fetcher
             .fetch(url, timing.limits)
@@ -332,24 +349,27 @@ impl<F: Fetcher> KeyProvider for LocalKeys<F> {
                 }
                 s.schedule.on_success(now, fetched.max_age, timing);
                 s.last_error = None;
-                Ok(Self::snapshot(s).expect("set above"))
             }
             Err(cause) => {
                 s.schedule.on_failure();
                 s.last_error = Some(cause);
-                self.stale_or_error(i, timing, now)
             }
         }
+        let need = s.attempts;
+        let after = decide(&Self::state(s), timing, refetch, now, Some(need));
+        self.answer(i, after, timing, now)
     }
 
-    fn status(&self, _now: f64) -> Vec<SourceStatus> {
+    fn status(&self, now: Now) -> Vec<SourceStatus> {
         self.sources
             .iter()
             .map(|s| {
                 let mut st = SourceStatus {
                     source: s.url.clone(),
-                    fetched_at: (s.schedule.fetched_at > 0.0).then_some(s.schedule.fetched_at),
-                    expires_at: (s.schedule.fetched_at > 0.0).then_some(s.schedule.expires_at),
+                    fetched_at: (s.schedule.fetched_at > 0.0)
+                        .then(|| now.wall_of(s.schedule.fetched_at)),
+                    expires_at: (s.schedule.fetched_at > 0.0)
+                        .then(|| now.wall_of(s.schedule.expires_at)),
                     last_error: match (&s.last_error, s.schedule.dropped_at > 0.0) {
                         (e, true) => Some(format!(
                             "{}keys dropped: their last successful fetch was {} s earlier, more than outseta_auth.jwks_max_stale",

@@ -8,6 +8,8 @@
 //! - [`fetch`]: bounded HTTP(S) fetching of a JWKS
 //! - [`request`]: token sources, bounded lookups in PostgREST's request settings, CSRF rule
 //! - [`config`]: what verification depends on (key source, policy, timing)
+//! - [`clock`]: the wall clock and the monotonic one
+//! - [`decision`]: the one rule "use the keys / fetch here / wait for the worker / fail"
 //! - [`key_store`]: fetch rules (TTL, rate limit, backoff, max stale) and the per-backend store
 //! - [`token_cache`]: verified tokens of one backend
 //! - [`engine`]: the per-backend engine tying these together
@@ -17,7 +19,9 @@
 
 pub mod b64;
 pub mod claims;
+pub mod clock;
 pub mod config;
+pub mod decision;
 pub mod engine;
 pub mod error;
 pub mod fetch;
@@ -31,6 +35,7 @@ pub mod verify;
 pub mod webhook;
 
 pub use claims::VerifiedToken;
+pub use clock::Now;
 pub use config::{Config, KeySource, Timing};
 pub use engine::Engine;
 pub use error::{AuthError, ErrorClass};
