@@ -480,11 +480,13 @@ fn outseta_shared_slots() -> TableIterator<
         name!(bytes, i64),
     ),
 > {
-    TableIterator::new(crate::shared::slots().into_iter().map(
-        |(area, in_use, slots, bytes)| {
-            (area.to_string(), in_use as i32, slots as i32, bytes as i64)
-        },
-    ))
+    TableIterator::new(
+        crate::shared::slots()
+            .into_iter()
+            .map(|(area, in_use, slots, bytes)| {
+                (area.to_string(), in_use as i32, slots as i32, bytes as i64)
+            }),
+    )
 }
 
 /// Fetch the JWKS now (superuser only). Returns the number of usable keys.
@@ -519,6 +521,10 @@ REVOKE EXECUTE ON FUNCTION outseta_shared_slots() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION outseta_shared_slots() TO pg_monitor;
 "#,
     name = "revoke_refresh",
-    requires = [outseta_refresh_jwks, outseta_jwks_status, outseta_shared_slots],
+    requires = [
+        outseta_refresh_jwks,
+        outseta_jwks_status,
+        outseta_shared_slots
+    ],
     finalize,
 );
