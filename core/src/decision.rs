@@ -73,13 +73,14 @@ pub enum Action {
     /// Fetch in this process, now, then decide again (`FetchedBy::Here`, or a worker that
     /// never ran and no keys).
     FetchHere,
-    /// Ask the worker for an attempt numbered `need` or later (`forced`: whatever its rate
-    /// limit), wake it, wait until `attempts_done >= need`, then decide again with
-    /// `waited = Some(need)`.
+    /// Ask the worker (if `request`) for an attempt numbered `need` or later (`forced`:
+    /// whatever its rate limit), wake it, wait until `attempts_done >= need` for at most
+    /// `for_ms`, then decide again with `waited = Some(need)`.
     Wait {
         need: u64,
         request: bool,
         forced: bool,
+        for_ms: u64,
     },
     Fail(Failure),
 }
@@ -139,13 +140,17 @@ pub fn decide(
         FetchedBy::Worker { alive, .. } => {
             // An attempt started after this ask.
             let next = s.attempts_started + 1;
+            let total = timing.limits.total.as_secs_f64();
+            let ms = |secs: f64| (secs * 1000.0).ceil() as u64;
             match refetch {
                 // "Refresh now": a new attempt whatever the rate limit, waited for even while
-                // the worker restarts (bounded); never satisfied by a fetch already under way.
+                // the worker restarts (bounded); never satisfied by a fetch already under way,
+                // which it may first have to wait out.
                 Refetch::Now => Action::Wait {
                     need: next,
                     request: true,
                     forced: true,
+                    for_ms: ms(2.0 * total),
                 },
                 Refetch::No if s.has_keys() => usable(Failure::NoKeys),
                 Refetch::UnknownKid { seen } if s.trusted(now, timing) && s.version != seen => {
@@ -153,13 +158,19 @@ pub fn decide(
                 }
                 Refetch::UnknownKid { .. } => {
                     // The issuer may have rotated: an attempt started after this ask, if the
-                    // worker is there and its rate limit allows one now.
-                    let at = s.schedule.next_attempt(timing, true);
-                    if alive && (s.in_flight() || now >= at) {
+                    // worker is there and its rate limit lets one start within http_timeout
+                    // (then every asker shares it; else the token fails fast, as before).
+                    let start_in = (s.schedule.next_attempt(timing, true) - now).max(0.0);
+                    if alive && (s.in_flight() || start_in < total) {
                         Action::Wait {
                             need: next,
                             request: true,
                             forced: false,
+                            for_ms: ms(if s.in_flight() {
+                                2.0 * total
+                            } else {
+                                start_in + total
+                            }),
                         }
                     } else {
                         usable(Failure::NoKeys)
@@ -171,6 +182,7 @@ pub fn decide(
                     need: s.attempts_started,
                     request: false,
                     forced: false,
+                    for_ms: ms(total),
                 },
                 Refetch::No
                     if s.schedule.last_attempt == 0.0
@@ -180,6 +192,7 @@ pub fn decide(
                         need: next,
                         request: true,
                         forced: false,
+                        for_ms: ms(total),
                     }
                 }
                 Refetch::No => Action::Fail(Failure::NoKeys),
@@ -267,11 +280,13 @@ mod tests {
         }
     }
 
+    /// A wait with the default 5 s http_timeout: forced ones get twice that.
     fn wait(need: u64, forced: bool) -> Action {
         Action::Wait {
             need,
             request: true,
             forced,
+            for_ms: if forced { 10_000 } else { 5_000 },
         }
     }
 
@@ -361,7 +376,8 @@ mod tests {
             Action::Wait {
                 need: 2,
                 request: false,
-                forced: false
+                forced: false,
+                for_ms: 5_000
             }
         );
     }
@@ -421,10 +437,21 @@ mod tests {
             decide(&s, &t, Refetch::UnknownKid { seen: 7 }, 1031.0, None),
             wait(2, false)
         );
+        // The worker's rate limit (30 s after the fetch at 1000) lets an attempt start at
+        // 1030: within http_timeout (5 s) of 1026 it is waited for, with that much longer.
+        assert_eq!(
+            decide(&s, &t, Refetch::UnknownKid { seen: 7 }, 1026.0, None),
+            Action::Wait {
+                need: 2,
+                request: true,
+                forced: false,
+                for_ms: 9_000
+            }
+        );
         assert_eq!(
             decide(&s, &t, Refetch::UnknownKid { seen: 7 }, 1010.0, None),
             Action::Use,
-            "the worker's rate limit: the held keys"
+            "further off: the held keys, at once (the engine says unknown kid)"
         );
         assert_eq!(
             decide(&s, &t, Refetch::UnknownKid { seen: 5 }, 1010.0, None),
@@ -436,7 +463,12 @@ mod tests {
         s.schedule.on_attempt(1040.0);
         assert_eq!(
             decide(&s, &t, Refetch::UnknownKid { seen: 7 }, 1040.5, None),
-            wait(3, false)
+            Action::Wait {
+                need: 3,
+                request: true,
+                forced: false,
+                for_ms: 10_000
+            }
         );
         // Worker gone: no wait.
         s.fetcher = GONE;

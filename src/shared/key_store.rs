@@ -371,18 +371,13 @@ impl KeyProvider for SharedKeys {
             need,
             request: ask,
             forced,
+            for_ms,
         } = action
         {
             if ask {
                 request(i, url, need, forced);
             }
-            // A forced refresh may first wait out a fetch already under way.
-            let limit = if forced {
-                v.timing.limits.total * 2
-            } else {
-                v.timing.limits.total
-            } + Duration::from_millis(100);
-            let deadline = Instant::now() + limit;
+            let deadline = Instant::now() + Duration::from_millis(for_ms + 100);
             super::wait_until(deadline, 10, || {
                 let store = STORE.share();
                 let s = &store.slots[i];

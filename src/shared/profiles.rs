@@ -258,7 +258,7 @@ pub fn ask_profile(
     let answer = super::wait_until(Instant::now() + left, 10, || {
         let p = PROFILES.share();
         let s = &p.slots[claim.i];
-        if s.id != claim.id {
+        if s.id != claim.id || s.state == State::Free {
             // Freed under us (the worker reclaimed it past its deadline).
             return Some(Err("the request was dropped".to_string()));
         }

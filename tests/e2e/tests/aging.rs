@@ -572,3 +572,28 @@ fn counters_count_what_their_names_say() {
     assert_eq!(hits2 - hits, 60_000, "60,000 per-row calls, 60,000 hits");
     assert_eq!(misses2, misses, "and no miss");
 }
+
+#[test]
+fn a_new_kid_right_after_a_refresh_waits_for_the_next_allowed_fetch() {
+    // Found by the soak benchmark: a person signing in just after Outseta rotated, within
+    // the worker's rate limit of its last fetch, got 28000 "unknown key id".
+    let _running = worker_running();
+    let server = &issuer();
+    let mut c = session(server, "SET outseta_auth.jwks_refresh_min_interval = 2");
+    let t1 = server.mint(&TokenRequest::new(JANE, ACME));
+    assert_eq!(verify_sub(&mut c, &t1).unwrap(), JANE);
+    server.issuer.lock().unwrap().rotate(true);
+    let t2 = server.mint(&TokenRequest::new(BOB, ACME));
+    let asked = Instant::now();
+    assert_eq!(verify_sub(&mut c, &t2).unwrap(), BOB);
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        server.hits(JWKS),
+        2,
+        "one fetch when the rate limit allowed it"
+    );
+}
