@@ -24,9 +24,9 @@ pub enum FetchedBy {
     /// The asking process itself, in the query that needs the keys.
     Here,
     /// The cluster's background worker; `ever_started` is false when none has run yet
-    /// (say, no free background-worker slot), `alive` when one has looked at the store
-    /// recently.
-    Worker { alive: bool, ever_started: bool },
+    /// (say, no free background-worker slot). A worker that is restarting is waited for
+    /// (boundedly), so whether it runs right now decides nothing here.
+    Worker { ever_started: bool },
 }
 
 /// One URL's fetch state, as its store holds it.
@@ -137,7 +137,7 @@ pub fn decide(
         FetchedBy::Worker { ever_started, .. } if !ever_started && !s.has_keys() => {
             Action::FetchHere
         }
-        FetchedBy::Worker { alive, .. } => {
+        FetchedBy::Worker { .. } => {
             // An attempt started after this ask.
             let next = s.attempts_started + 1;
             let total = timing.limits.total.as_secs_f64();
@@ -158,10 +158,11 @@ pub fn decide(
                 }
                 Refetch::UnknownKid { .. } => {
                     // The issuer may have rotated: an attempt started after this ask, if the
-                    // worker is there and its rate limit lets one start within http_timeout
-                    // (then every asker shares it; else the token fails fast, as before).
+                    // worker's rate limit lets one start within http_timeout (then every
+                    // asker shares it; else the token fails fast). A worker restarting
+                    // (about 1 s) is waited for, boundedly.
                     let start_in = (s.schedule.next_attempt(timing, true) - now).max(0.0);
-                    if alive && (s.in_flight() || start_in < total) {
+                    if s.in_flight() || start_in < total {
                         Action::Wait {
                             need: next,
                             request: true,
@@ -247,14 +248,9 @@ mod tests {
         }
     }
 
-    const ALIVE: FetchedBy = FetchedBy::Worker {
-        alive: true,
-        ever_started: true,
-    };
-    const GONE: FetchedBy = FetchedBy::Worker {
-        alive: false,
-        ever_started: true,
-    };
+    const ALIVE: FetchedBy = FetchedBy::Worker { ever_started: true };
+    /// Restarting: the same to the decision.
+    const GONE: FetchedBy = ALIVE;
 
     /// A URL fetched once at t = 1000 (attempt 1), version 7.
     fn fetched(fetcher: FetchedBy) -> SourceState {
@@ -353,7 +349,6 @@ mod tests {
     #[test]
     fn a_worker_that_never_ran_leaves_the_first_fetch_to_the_asker() {
         let s = empty(FetchedBy::Worker {
-            alive: false,
             ever_started: false,
         });
         assert_eq!(
@@ -470,11 +465,13 @@ mod tests {
                 for_ms: 10_000
             }
         );
-        // Worker gone: no wait.
+        // Worker restarting (found by the soak: a rotation while the worker was stopped
+        // failed new sign-ins): waited for too, boundedly.
         s.fetcher = GONE;
+        s.attempts_done = 2;
         assert_eq!(
             decide(&s, &t, Refetch::UnknownKid { seen: 7 }, 1100.0, None),
-            Action::Use
+            wait(3, false)
         );
     }
 

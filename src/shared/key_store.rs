@@ -249,7 +249,6 @@ struct View {
 fn view(i: usize, url: &str, now: f64) -> Option<View> {
     let w = worker_view(now);
     let fetched_by = FetchedBy::Worker {
-        alive: w.alive,
         ever_started: w.ever_started,
     };
     let store = STORE.share();

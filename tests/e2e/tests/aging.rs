@@ -597,3 +597,23 @@ fn a_new_kid_right_after_a_refresh_waits_for_the_next_allowed_fetch() {
         "one fetch when the rate limit allowed it"
     );
 }
+
+#[test]
+fn a_new_kid_while_the_worker_restarts_waits_for_it() {
+    // Found by the soak benchmark: a rotation while the worker was stopped failed new
+    // sign-ins with 28000 until the next scheduled refresh.
+    let _alone = WORKER.write().unwrap_or_else(|e| e.into_inner());
+    let server = &issuer();
+    let mut c = session(server, "");
+    let t1 = server.mint(&TokenRequest::new(JANE, ACME));
+    assert_eq!(verify_sub(&mut c, &t1).unwrap(), JANE);
+    server.issuer.lock().unwrap().rotate(true);
+    let t2 = server.mint(&TokenRequest::new(BOB, ACME));
+    let before = worker().expect("the worker runs");
+    signal(&before, "-TERM");
+    wait_for("the worker gone", Duration::from_secs(5), || {
+        worker().is_none()
+    });
+    assert_eq!(verify_sub(&mut c, &t2).unwrap(), BOB);
+    assert_ne!(worker().as_deref(), Some(before.as_str()));
+}
