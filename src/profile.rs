@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outseta_auth_core::claims::now;
+use outseta_auth_core::config::ProfileCheck;
+use outseta_auth_core::engine::Revocation;
 use outseta_auth_core::fetch::FetchLimits;
 use outseta_auth_core::profile::{self, ProfileCache, Response};
 use outseta_auth_core::{AuthError, VerifiedToken};
@@ -31,31 +33,53 @@ thread_local! {
     static RUNNING: RefCell<Vec<(u64, Request)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The profile for `token`, which has passed JWKS verification as `v`.
+/// The profile for `token`, which has passed JWKS verification as `v` (`outseta_profile()`).
 pub fn profile_of(token: &str, v: &VerifiedToken) -> Result<Arc<str>, AuthError> {
     let (url, ttl, limits) = settings::profile_settings()?;
+    answer(&url, ttl, limits, token, v).map(|(p, _)| p)
+}
+
+/// The endpoint's answer for `token` and when it was given: from this backend's cache
+/// while fresh, else one request (by the cluster's worker with preload).
+fn answer(
+    url: &str,
+    ttl: f64,
+    limits: FetchLimits,
+    token: &str,
+    v: &VerifiedToken,
+) -> Result<(Arc<str>, f64), AuthError> {
     let t = now();
-    if let Some(hit) = PROFILES.with_borrow_mut(|c| c.lookup(&url, token, t, ttl)) {
-        return hit;
+    if let Some((hit, at)) = PROFILES.with_borrow_mut(|c| c.lookup_at(url, token, t, ttl)) {
+        return hit.map(|p| (p, at));
     }
     // No borrow is held while waiting: a cancel unwinds from inside the wait.
-    let (answer, age) = match shared::ask_profile(&url, token, limits, ttl) {
+    let (answer, age) = match shared::ask_profile(url, token, limits, ttl) {
         Some(answered) => answered,
-        None => (fetch_here(&url, token, limits), 0.0),
+        None => (fetch_here(url, token, limits), 0.0),
     };
     // An answer the worker kept for the cluster is `age` seconds old: this backend keeps it
     // only for the rest of the TTL, so a refusal reaches every backend within one TTL.
-    PROFILES.with_borrow_mut(|c| c.record(&url, token, v.sub.as_deref(), now() - age, answer))
+    let at = now() - age;
+    PROFILES
+        .with_borrow_mut(|c| c.record(url, token, v.sub.as_deref(), at, answer))
+        .map(|p| (p, at))
 }
 
-/// With `outseta_auth.profile_check` on, refuse `v` unless the profile endpoint accepts it.
-pub fn check(token: &[u8], v: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, AuthError> {
-    if !settings::profile_check() {
-        return Ok(v);
+/// `outseta_auth.profile_check` as a step of the engine's verification: the profile
+/// endpoint must accept the token; its answer holds for `profile_ttl` from when it was
+/// given, and the engine keeps that on the cached token.
+pub struct ProfileRevocation;
+
+impl Revocation for ProfileRevocation {
+    fn check(
+        &mut self,
+        token: &str,
+        v: &VerifiedToken,
+        how: &ProfileCheck,
+        _now: f64,
+    ) -> Result<f64, AuthError> {
+        answer(&how.url, how.ttl, how.limits, token, v).map(|(_, at)| at + how.ttl)
     }
-    let token = std::str::from_utf8(token)
-        .map_err(|_| AuthError::malformed("the token is not valid UTF-8"))?;
-    profile_of(token, &v).map(|_| v)
 }
 
 /// The request made by this backend (no preload): on a thread with every signal blocked,

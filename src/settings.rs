@@ -20,6 +20,7 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use outseta_auth_core::config::ProfileCheck;
 use outseta_auth_core::fetch::{domain_url, validate_url, FetchLimits};
 use outseta_auth_core::jwks::KeySet;
 use outseta_auth_core::policy::parse_algorithms;
@@ -586,6 +587,12 @@ pub fn build_config() -> Result<Config, AuthError> {
                 HTTP_CONNECT_TIMEOUT.get() as u64,
             ),
         },
+        profile: if PROFILE_CHECK.get() {
+            let (url, ttl, limits) = profile_settings()?;
+            Some(ProfileCheck { url, ttl, limits })
+        } else {
+            None
+        },
     })
 }
 
@@ -595,10 +602,6 @@ pub fn webhook_key() -> Result<WebhookKey, AuthError> {
 }
 
 /// Whether tokens must also be accepted by the profile endpoint.
-pub fn profile_check() -> bool {
-    PROFILE_CHECK.get()
-}
-
 /// The profile endpoint, its TTL in seconds, and the request limits.
 pub fn profile_settings() -> Result<(String, f64, FetchLimits), AuthError> {
     let url =

@@ -46,7 +46,9 @@ fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
             return (cached, false);
         }
         let result = match std::str::from_utf8(token) {
-            Ok(token) => with_keys(|keys| engine.verify_uncached(token, keys, now)),
+            Ok(token) => with_keys(|keys| {
+                engine.verify_uncached(token, keys, &mut crate::profile::ProfileRevocation, now)
+            }),
             Err(_) => Err(AuthError::malformed("the token is not valid UTF-8")),
         };
         (result, true)
@@ -56,8 +58,9 @@ fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
         // query cancel or statement_timeout that arrived meanwhile before going on.
         pgrx::check_for_interrupts!();
     }
-    // With outseta_auth.profile_check on, Outseta's profile endpoint must accept it too.
-    result.and_then(|v| crate::profile::check(token, v))
+    // With outseta_auth.profile_check on, the engine has also asked Outseta's profile
+    // endpoint (a step of its verification, kept on the cached token for profile_ttl).
+    result
 }
 
 /// The verified token of the current request: `None` when there is none, an error when

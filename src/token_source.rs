@@ -143,11 +143,34 @@ fn from_json_setting(
     cell.with_borrow_mut(|c| c.pick(raw, key, is_header, name))
 }
 
+/// `outseta_auth.token_sources`, parsed once per change of the settings (validated when
+/// set); the per-row path reads a copy of at most three values and allocates nothing.
+fn token_sources() -> Result<[Option<TokenSource>; 3], AuthError> {
+    thread_local! {
+        static SOURCES: std::cell::Cell<Option<(u64, [Option<TokenSource>; 3])>> =
+            const { std::cell::Cell::new(None) };
+    }
+    let generation = settings::generation();
+    if let Some((g, sources)) = SOURCES.get() {
+        if g == generation {
+            return Ok(sources);
+        }
+    }
+    let mut sources = [None; 3];
+    for (slot, s) in sources
+        .iter_mut()
+        .zip(parse_token_sources(borrow_str(&settings::TOKEN_SOURCES))?)
+    {
+        *slot = Some(s);
+    }
+    SOURCES.set(Some((generation, sources)));
+    Ok(sources)
+}
+
 /// Call `f` with the current token's bytes (None when no source has one). Bytes, because
 /// the per-row path compares them with the last verified token without validating UTF-8.
 pub fn with_current_token<R>(f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, AuthError> {
-    // Validated when set; parsing again per call is a few comparisons.
-    for source in parse_token_sources(borrow_str(&settings::TOKEN_SOURCES))? {
+    for source in token_sources()?.into_iter().flatten() {
         match source {
             TokenSource::Setting => {
                 let t = borrow_bytes(&settings::TOKEN).trim_ascii();

@@ -82,6 +82,7 @@ fn main() {
         source: KeySource::Literal(jwks.clone()),
         policy: policy.clone(),
         timing: Timing::default(),
+        profile: None,
     };
     let mut engine = Engine::new();
     let mut no_fetch = LocalKeys::new(NoFetch);

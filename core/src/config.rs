@@ -51,17 +51,29 @@ impl Default for Timing {
     }
 }
 
-/// Everything verification depends on, built from the settings.
+/// The second verification method, when it is required for every token
+/// (`outseta_auth.profile_check`): Outseta's profile endpoint must accept the token too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileCheck {
+    pub url: String,
+    /// Seconds an answer holds (`outseta_auth.profile_ttl`).
+    pub ttl: f64,
+    pub limits: FetchLimits,
+}
+
+/// Everything verification depends on, built from the settings once per change of them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub source: KeySource,
     pub policy: Policy,
     pub timing: Timing,
+    /// `Some` with `outseta_auth.profile_check` on.
+    pub profile: Option<ProfileCheck>,
 }
 
 impl Config {
     /// Same keys and same rules: cached verdicts stay valid across the change.
     pub fn same_trust(&self, other: &Config) -> bool {
-        self.source == other.source && self.policy == other.policy
+        self.source == other.source && self.policy == other.policy && self.profile == other.profile
     }
 }

@@ -13,25 +13,62 @@
 //!   provider holds: every call compares the provider's epoch (one atomic read with the
 //!   cluster's store), and past the keys' TTL the next call looks at the keys again, so a
 //!   kid withdrawn from the JWKS stops verifying at the next refresh, in every backend;
-//! - an unknown `kid` asks the provider for a refetch, which its rate limit may refuse.
+//! - an unknown `kid` asks the provider for a refetch, which its rate limit may refuse;
+//! - with a revocation check configured (`profile_check`), a verdict is served only while
+//!   that check's answer holds: it is a step of verification ([`Revocation`]), and its
+//!   verdict is kept on the cached token, so a hit costs the same with it as without.
 
 use std::sync::Arc;
 
 use crate::claims::{self, VerifiedToken};
 use crate::clock::Now;
+use crate::config::ProfileCheck;
 use crate::config::{Config, KeySource};
 use crate::error::AuthError;
 use crate::jwks::KeySet;
 use crate::key_store::{KeyProvider, KeySnapshot, Refetch, SourceStatus};
-use crate::token_cache::TokenCache;
+use crate::token_cache::{Cached, TokenCache};
 use crate::verify;
+
+/// A check every verified token must also pass (Outseta's profile endpoint with
+/// `outseta_auth.profile_check`): the SQL layer implements it, the engine calls it after the
+/// signature and claims, and again once its answer has run out.
+pub trait Revocation {
+    /// Whether `token`, verified as `v`, is still accepted; `Ok(until)`: its answer holds
+    /// until that wall time.
+    fn check(
+        &mut self,
+        token: &str,
+        v: &VerifiedToken,
+        how: &ProfileCheck,
+        now: f64,
+    ) -> Result<f64, AuthError>;
+}
+
+/// No revocation check (for callers whose configuration never asks for one).
+pub struct NoRevocation;
+
+impl Revocation for NoRevocation {
+    fn check(
+        &mut self,
+        _: &str,
+        _: &VerifiedToken,
+        _: &ProfileCheck,
+        _: f64,
+    ) -> Result<f64, AuthError> {
+        Err(AuthError::config(
+            "outseta_auth.profile_check",
+            "no revocation check is available here",
+        ))
+    }
+}
 
 #[derive(Default)]
 pub struct Engine {
     generation: Option<u64>,
     config: Option<Arc<Config>>,
     /// The last token verified, byte for byte, and its result.
-    last: Option<(Box<str>, Arc<VerifiedToken>)>,
+    last: Option<(Box<str>, Cached)>,
     tokens: TokenCache,
     /// Cached verdicts are served only until then: the fetch time of the keys that
     /// verified them plus `max_stale` (infinite for a literal JWKS).
@@ -108,30 +145,49 @@ impl Engine {
         if self.must_recheck(now.mono, epoch) {
             return None;
         }
-        if let Some((last, v)) = &self.last {
+        if let Some((last, c)) = &self.last {
             if last.as_bytes() == token {
+                if now.wall >= c.checked_until {
+                    return None;
+                }
                 self.hits += 1;
-                return Some(v.check_times(now.wall, leeway).map(|_| v.clone()));
+                return Some(c.v.check_times(now.wall, leeway).map(|_| c.v.clone()));
             }
         }
         let token = std::str::from_utf8(token).ok()?;
-        let v = self.tokens.get(token)?.clone();
+        let c = self.tokens.get(token)?.clone();
+        if now.wall >= c.checked_until {
+            return None;
+        }
         self.hits += 1;
-        self.last = Some((token.into(), v.clone()));
+        let v = c.v.clone();
+        self.last = Some((token.into(), c));
         Some(v.check_times(now.wall, leeway).map(|_| v))
     }
 
-    /// Verify `token` under the current configuration (call [`Engine::configure`] first).
+    /// Verify `token` under the current configuration (call [`Engine::configure`] first),
+    /// with no revocation check available (a configuration that asks for one fails).
     pub fn verify(
         &mut self,
         token: &str,
         keys: &mut dyn KeyProvider,
         now: impl Into<Now>,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
+        self.verify_with(token, keys, &mut NoRevocation, now)
+    }
+
+    /// As [`Engine::verify`], with the SQL layer's revocation check.
+    pub fn verify_with(
+        &mut self,
+        token: &str,
+        keys: &mut dyn KeyProvider,
+        revocation: &mut dyn Revocation,
+        now: impl Into<Now>,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
         let now = now.into();
         match self.cached(token.as_bytes(), now, keys.epoch()) {
             Some(cached) => cached,
-            None => self.verify_uncached(token, keys, now),
+            None => self.verify_uncached(token, keys, revocation, now),
         }
     }
 
@@ -220,6 +276,7 @@ impl Engine {
         &mut self,
         token: &str,
         keys: &mut dyn KeyProvider,
+        revocation: &mut dyn Revocation,
         now: impl Into<Now>,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
         let clock: Now = now.into();
@@ -236,6 +293,22 @@ impl Engine {
             }
         }
         let cfg = self.current()?;
+        // A verdict whose revocation answer ran out: that check again, nothing else.
+        if let Some(c) = self.tokens.get(token).cloned() {
+            if let Some(how) = &cfg.profile {
+                c.v.check_times(clock.wall, cfg.policy.leeway)?;
+                let until = revocation.check(token, &c.v, how, clock.wall)?;
+                self.tokens.set_checked_until(token, until);
+                self.last = Some((
+                    token.into(),
+                    Cached {
+                        v: c.v.clone(),
+                        checked_until: until,
+                    },
+                ));
+                return Ok(c.v);
+            }
+        }
         self.misses += 1;
 
         // Parse before any key lookup: garbage never causes network traffic.
@@ -285,8 +358,17 @@ impl Engine {
             // the cache.
             self.trust_until = self.trust_until.min(trusted_until);
         }
-        self.tokens.insert(token, parsed.payload.len(), v.clone());
-        self.last = Some((token.into(), v.clone()));
+        // The revocation check last: only a token that verified causes a profile request.
+        let checked_until = match &cfg.profile {
+            Some(how) => revocation.check(token, &v, how, clock.wall)?,
+            None => f64::INFINITY,
+        };
+        let c = Cached {
+            v: v.clone(),
+            checked_until,
+        };
+        self.tokens.insert(token, parsed.payload.len(), c.clone());
+        self.last = Some((token.into(), c));
         Ok(v)
     }
 
@@ -391,6 +473,7 @@ mod tests {
                 max_stale,
                 limits: FetchLimits::default(),
             },
+            profile: None,
         }
     }
 
@@ -628,5 +711,68 @@ mod tests {
         let e = engine.verify(&token, &mut keys, t0 + 33.0).unwrap_err();
         assert_eq!(e.code(), "unknown_kid");
         assert_eq!(calls(&keys), 2, "rate limited again");
+    }
+
+    /// Counts its checks; refuses while `refuse` is set; answers hold for 60 s.
+    #[derive(Default)]
+    struct FakeRevocation {
+        checks: u32,
+        refuse: bool,
+    }
+
+    impl Revocation for FakeRevocation {
+        fn check(
+            &mut self,
+            _: &str,
+            _: &VerifiedToken,
+            how: &ProfileCheck,
+            now: f64,
+        ) -> Result<f64, AuthError> {
+            self.checks += 1;
+            if self.refuse {
+                Err(AuthError::Revoked { status: 401 })
+            } else {
+                Ok(now + how.ttl)
+            }
+        }
+    }
+
+    #[test]
+    fn the_revocation_verdict_is_kept_on_the_cached_token_until_its_ttl() {
+        let (mut engine, issuer, token, now) = setup(86_400);
+        let mut cfg = config(86_400);
+        cfg.profile = Some(ProfileCheck {
+            url: "https://test.outseta.com/api/v1/profile?fields=*".into(),
+            ttl: 60.0,
+            limits: FetchLimits::default(),
+        });
+        engine.configure(2, || Ok(cfg)).unwrap();
+        let mut keys = LocalKeys::new(FakeFetcher::serving(&issuer));
+        let mut r = FakeRevocation::default();
+        for i in 0..1000 {
+            engine
+                .verify_with(&token, &mut keys, &mut r, now + i as f64 * 0.01)
+                .unwrap();
+        }
+        assert_eq!(r.checks, 1, "1,000 calls, one check: a hit is a comparison");
+        assert_eq!(engine.misses, 1);
+        // Past the answer's TTL: the check again, not the signature.
+        r.refuse = true;
+        let e = engine
+            .verify_with(&token, &mut keys, &mut r, now + 61.0)
+            .unwrap_err();
+        assert!(matches!(e, AuthError::Revoked { .. }), "{e:?}");
+        assert_eq!((r.checks, engine.misses), (2, 1));
+        // Refused: never served from the cache.
+        assert!(engine
+            .verify_with(&token, &mut keys, &mut r, now + 61.5)
+            .is_err());
+        assert_eq!(r.checks, 3);
+        // Turning the check off is a change of what is trusted: the verdicts go.
+        engine.configure(3, || Ok(config(86_400))).unwrap();
+        assert!(engine
+            .verify_with(&token, &mut keys, &mut r, now + 62.0)
+            .is_ok());
+        assert_eq!((r.checks, engine.misses), (3, 2));
     }
 }

@@ -170,13 +170,24 @@ impl ProfileCache {
         now: f64,
         ttl: f64,
     ) -> Option<Result<Arc<str>, AuthError>> {
+        self.lookup_at(url, token, now, ttl).map(|(r, _)| r)
+    }
+
+    /// As [`ProfileCache::lookup`], with the time the answer was given.
+    pub fn lookup_at(
+        &mut self,
+        url: &str,
+        token: &str,
+        now: f64,
+        ttl: f64,
+    ) -> Option<(Result<Arc<str>, AuthError>, f64)> {
         if self.url != url {
             self.clear();
             self.url = url.to_string();
             return None;
         }
         let e = self.map.get(token)?;
-        Self::fresh(e, now, ttl).then(|| e.result.clone())
+        Self::fresh(e, now, ttl).then(|| (e.result.clone(), e.at))
     }
 
     pub fn store(&mut self, token: &str, now: f64, result: Result<Arc<str>, AuthError>) {

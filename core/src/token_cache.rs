@@ -1,4 +1,5 @@
-//! Verified tokens of one backend, bounded by count and bytes, oldest evicted first.
+//! Verified tokens of one backend, bounded by count and bytes, oldest evicted first. Each
+//! verdict carries until when its revocation check (the profile endpoint) holds.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -10,23 +11,38 @@ pub const TOKEN_CACHE_ENTRIES: usize = 1024;
 /// Approximate bytes the token cache may hold (tokens may be up to 16 KiB each).
 pub const TOKEN_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
+/// A verified token and the wall time until which its revocation check holds (infinite
+/// when none is required).
+#[derive(Clone)]
+pub struct Cached {
+    pub v: Arc<VerifiedToken>,
+    pub checked_until: f64,
+}
+
 #[derive(Default)]
 pub struct TokenCache {
-    map: HashMap<Rc<str>, Arc<VerifiedToken>>,
+    map: HashMap<Rc<str>, Cached>,
     order: VecDeque<(Rc<str>, usize)>,
     bytes: usize,
 }
 
 impl TokenCache {
-    pub fn get(&self, token: &str) -> Option<&Arc<VerifiedToken>> {
+    pub fn get(&self, token: &str) -> Option<&Cached> {
         self.map.get(token)
+    }
+
+    /// A new revocation verdict for a cached token.
+    pub fn set_checked_until(&mut self, token: &str, until: f64) {
+        if let Some(c) = self.map.get_mut(token) {
+            c.checked_until = until;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
-    pub fn insert(&mut self, token: &str, payload_len: usize, v: Arc<VerifiedToken>) {
+    pub fn insert(&mut self, token: &str, payload_len: usize, v: Cached) {
         let cost = 2 * token.len() + payload_len;
         if cost > TOKEN_CACHE_BYTES || self.map.contains_key(token) {
             return;
@@ -57,8 +73,11 @@ mod tests {
     use crate::claims::check;
     use crate::policy::Policy;
 
-    fn verified() -> Arc<VerifiedToken> {
-        Arc::new(check(br#"{"exp": 9999999999}"#, &Policy::default(), 0.0).unwrap())
+    fn verified() -> Cached {
+        Cached {
+            v: Arc::new(check(br#"{"exp": 9999999999}"#, &Policy::default(), 0.0).unwrap()),
+            checked_until: f64::INFINITY,
+        }
     }
 
     #[test]

@@ -210,6 +210,7 @@ fn rfc7515_a2_signature_verifies_but_token_is_expired() {
                 source: KeySource::Literal(jwks.to_string()),
                 policy: Policy::default(),
                 timing: Timing::default(),
+                profile: None,
             })
         })
         .unwrap();
