@@ -601,8 +601,8 @@ pub fn webhook_key() -> Result<WebhookKey, AuthError> {
     WebhookKey::parse(borrow_str(&WEBHOOK_SECRET))
 }
 
-/// Whether tokens must also be accepted by the profile endpoint.
-/// The profile endpoint, its TTL in seconds, and the request limits.
+/// The profile endpoint, its TTL in seconds, and the request limits (`outseta_profile()`;
+/// with `profile_check` on, resolved once per change into the engine's [`Config`]).
 pub fn profile_settings() -> Result<(String, f64, FetchLimits), AuthError> {
     let url =
         outseta_auth_core::profile::resolve_url(borrow_str(&PROFILE_URL), borrow_str(&DOMAIN))?;

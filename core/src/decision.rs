@@ -159,19 +159,24 @@ pub fn decide(
                 Refetch::UnknownKid { .. } => {
                     // The issuer may have rotated: an attempt started after this ask, if the
                     // worker's rate limit lets one start within http_timeout (then every
-                    // asker shares it; else the token fails fast). A worker restarting
-                    // (about 1 s) is waited for, boundedly.
+                    // asker shares it); else, during a fetch, that fetch (it may bring the
+                    // key); else the token fails fast. Never a fetch the rate limit refuses
+                    // (garbage kids must not drive the issuer). A worker restarting (about
+                    // 1 s) is waited for, boundedly.
                     let start_in = (s.schedule.next_attempt(timing, true) - now).max(0.0);
-                    if s.in_flight() || start_in < total {
+                    if start_in < total {
                         Action::Wait {
                             need: next,
                             request: true,
                             forced: false,
-                            for_ms: ms(if s.in_flight() {
-                                2.0 * total
-                            } else {
-                                start_in + total
-                            }),
+                            for_ms: ms(start_in + total + if s.in_flight() { total } else { 0.0 }),
+                        }
+                    } else if s.in_flight() {
+                        Action::Wait {
+                            need: s.attempts_started,
+                            request: false,
+                            forced: false,
+                            for_ms: ms(total),
                         }
                     } else {
                         usable(Failure::NoKeys)
@@ -453,16 +458,27 @@ mod tests {
             Action::Use,
             "newer keys than the asker saw: use them"
         );
-        // During a fetch that started before the ask: wait for a later one.
+        // During a fetch that started before the ask, the rate limit far off: that fetch
+        // (found by review: waiting for a later one meant waiting out the rate limit).
         s.attempts_started = 2;
         s.schedule.on_attempt(1040.0);
         assert_eq!(
             decide(&s, &t, Refetch::UnknownKid { seen: 7 }, 1040.5, None),
             Action::Wait {
+                need: 2,
+                request: false,
+                forced: false,
+                for_ms: 5_000
+            }
+        );
+        // ...and when the next allowed attempt comes within http_timeout: that one.
+        assert_eq!(
+            decide(&s, &t, Refetch::UnknownKid { seen: 7 }, 1066.0, None),
+            Action::Wait {
                 need: 3,
                 request: true,
                 forced: false,
-                for_ms: 10_000
+                for_ms: 14_000
             }
         );
         // Worker restarting (found by the soak: a rotation while the worker was stopped

@@ -63,6 +63,12 @@ impl Revocation for NoRevocation {
     }
 }
 
+/// A wall-clock deadline as a monotonic one, so that a wall clock stepped back does not
+/// extend it.
+fn to_mono(wall_until: f64, now: Now) -> f64 {
+    now.mono + (wall_until - now.wall)
+}
+
 #[derive(Default)]
 pub struct Engine {
     generation: Option<u64>,
@@ -147,7 +153,7 @@ impl Engine {
         }
         if let Some((last, c)) = &self.last {
             if last.as_bytes() == token {
-                if now.wall >= c.checked_until {
+                if now.mono >= c.checked_until {
                     return None;
                 }
                 self.hits += 1;
@@ -156,7 +162,7 @@ impl Engine {
         }
         let token = std::str::from_utf8(token).ok()?;
         let c = self.tokens.get(token)?.clone();
-        if now.wall >= c.checked_until {
+        if now.mono >= c.checked_until {
             return None;
         }
         self.hits += 1;
@@ -297,7 +303,7 @@ impl Engine {
         if let Some(c) = self.tokens.get(token).cloned() {
             if let Some(how) = &cfg.profile {
                 c.v.check_times(clock.wall, cfg.policy.leeway)?;
-                let until = revocation.check(token, &c.v, how, clock.wall)?;
+                let until = to_mono(revocation.check(token, &c.v, how, clock.wall)?, clock);
                 self.tokens.set_checked_until(token, until);
                 self.last = Some((
                     token.into(),
@@ -360,7 +366,7 @@ impl Engine {
         }
         // The revocation check last: only a token that verified causes a profile request.
         let checked_until = match &cfg.profile {
-            Some(how) => revocation.check(token, &v, how, clock.wall)?,
+            Some(how) => to_mono(revocation.check(token, &v, how, clock.wall)?, clock),
             None => f64::INFINITY,
         };
         let c = Cached {

@@ -11,8 +11,8 @@ pub const TOKEN_CACHE_ENTRIES: usize = 1024;
 /// Approximate bytes the token cache may hold (tokens may be up to 16 KiB each).
 pub const TOKEN_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
-/// A verified token and the wall time until which its revocation check holds (infinite
-/// when none is required).
+/// A verified token and the monotonic time ([`crate::clock::Now::mono`]) until which its
+/// revocation check holds (infinite when none is required).
 #[derive(Clone)]
 pub struct Cached {
     pub v: Arc<VerifiedToken>,

@@ -225,8 +225,9 @@ struct Parsed {
 pub struct SharedKeys {
     parsed: Vec<Parsed>,
     local: LocalKeys<HttpFetcher>,
-    /// URLs served by the per-backend path (no room in the store).
-    fallback: Vec<String>,
+    /// URLs served by the per-backend path (no room in the store), and since when (mono):
+    /// the store is asked again after a TTL.
+    fallback: Vec<(String, f64)>,
 }
 
 impl Default for SharedKeys {
@@ -349,14 +350,16 @@ impl KeyProvider for SharedKeys {
         refetch: Refetch,
     ) -> Result<KeySnapshot, AuthError> {
         validate_url(url, "outseta_auth.jwks_url")?;
-        if self.fallback.iter().any(|u| u == url) {
+        self.fallback
+            .retain(|(_, since)| now - since < timing.ttl as f64);
+        if self.fallback.iter().any(|(u, _)| u == url) {
             return self.fallback(url, timing, now, refetch);
         }
         let Some(i) = register(url, timing, now) else {
             pgrx::warning!(
                 "outseta_auth: the shared JWKS store is full ({SLOTS} URLs); this backend fetches {url} itself"
             );
-            self.fallback.push(url.to_string());
+            self.fallback.push((url.to_string(), now));
             return self.fallback(url, timing, now, refetch);
         };
         let gone = || AuthError::JwksUnavailable {
@@ -366,6 +369,7 @@ impl KeyProvider for SharedKeys {
         let v = view(i, url, now).ok_or_else(gone)?;
         let mut action = decide(&v.state, &v.timing, refetch, now, None);
         let mut v = v;
+        let mut waited_ms = 0;
         if let Action::Wait {
             need,
             request: ask,
@@ -376,6 +380,7 @@ impl KeyProvider for SharedKeys {
             if ask {
                 request(i, url, need, forced);
             }
+            waited_ms = for_ms;
             let deadline = Instant::now() + Duration::from_millis(for_ms + 100);
             super::wait_until(deadline, 10, || {
                 let store = STORE.share();
@@ -392,8 +397,7 @@ impl KeyProvider for SharedKeys {
             Action::Fail(Failure::TimedOut) => Err(AuthError::JwksUnavailable {
                 url: url.to_string(),
                 cause: format!(
-                    "timed out after {} ms waiting for the background worker's fetch{}",
-                    v.timing.limits.total.as_millis(),
+                    "timed out after {waited_ms} ms waiting for the background worker's fetch{}",
                     if worker_view(now).alive {
                         ""
                     } else {
@@ -505,7 +509,9 @@ pub(super) fn worker_started() {
         .iter_mut()
         .filter(|s| s.state == UrlState::Used && s.attempts_started > s.attempts_done)
     {
+        // At once, whatever the rate limit: it is the same attempt, made again.
         s.need = s.need.max(s.attempts_started);
+        s.forced_need = s.forced_need.max(s.attempts_started);
         s.attempts_started = s.attempts_done;
     }
 }
@@ -550,7 +556,13 @@ pub(super) fn tick(in_flight: &mut [Option<Fetch>; SLOTS]) {
     for (i, step, idle) in todo {
         let mut store = STORE.exclusive();
         let s = &mut store.slots[i];
-        if idle && s.need <= s.attempts_done && s.forced_need <= s.attempts_done {
+        // Re-checked under the exclusive lock: a backend may have asked since the scan.
+        let idle = idle
+            && s.state == UrlState::Used
+            && now - s.last_used > idle_after(&s.timing)
+            && s.need <= s.attempts_done
+            && s.forced_need <= s.attempts_done;
+        if idle {
             // Nobody asked for a while and nobody waits: the slot goes.
             s.state = UrlState::Free;
             s.url_len = 0;

@@ -155,7 +155,9 @@ pub fn my_pid() -> i32 {
 }
 
 /// Sleep on this process's latch for up to `ms` (woken early by SetLatch), then act on a
-/// cancel or statement_timeout (57014). Call with no lock and no RefCell borrow held.
+/// cancel or statement_timeout (57014). Call with no LWLock held. A cancel raises an ERROR
+/// that pgrx turns into a Rust panic unwinding to the SQL function: RefCell borrows held by
+/// callers (the engine's, the key provider's) are released on the way out.
 pub fn nap(ms: u64) {
     // SAFETY: MyLatch is this process's own latch; WaitLatch/ResetLatch are the standard
     // wait primitives, and no lock is held here.

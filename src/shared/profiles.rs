@@ -222,6 +222,8 @@ pub fn ask_profile(
         }) {
             let s = &mut p.slots[i];
             if s.join(me) {
+                // An answer kept for the cluster must be young enough for every waiter.
+                s.ttl_ms = s.ttl_ms.min((ttl * 1000.0) as u64);
                 return Some((i, s.id, s.deadline));
             }
         }
@@ -347,19 +349,23 @@ pub(super) fn tick(w: &mut WorkerRequests) {
             match s.state {
                 State::Free => {}
                 State::Pending => pending.push(i),
-                State::Fetching if s.nobody_waits() => reclaim.push(i),
+                State::Fetching if s.nobody_waits() => reclaim.push((i, s.id)),
                 _ if now > s.deadline + MARGIN.as_secs_f64()
                     || s.waiters.iter().all(|w| w.pid == 0 || process_gone(w.pid)) =>
                 {
-                    reclaim.push(i)
+                    reclaim.push((i, s.id))
                 }
                 _ => {}
             }
         }
     }
-    for i in reclaim {
+    for (i, id) in reclaim {
         let mut p = PROFILES.exclusive();
         let s = &mut p.slots[i];
+        // The same use of the slot as at the scan (a new asker may have taken it since).
+        if s.id != id || s.state == State::Free {
+            continue;
+        }
         if s.state == State::Fetching {
             // Nobody waits: free the slot now and let the request run out on its own (its
             // timeout bounds it), unless too many already do.

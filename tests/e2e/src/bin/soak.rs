@@ -199,8 +199,12 @@ fn main() {
         .arg("-D")
         .arg(format!("token={token}"))
         .arg("soak")
-        .output();
-    let pgbench = std::thread::spawn(move || pgbench);
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pgbench starts");
+    // Runs alongside the faults below (an earlier version waited for it first).
+    let pgbench = std::thread::spawn(move || pgbench.wait_with_output());
 
     let stop = Arc::new(AtomicBool::new(false));
     let minutes: Arc<Mutex<Vec<Minute>>> =
