@@ -30,7 +30,9 @@ use outseta_auth_core::{AuthError, Timing};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
 
-use super::{mono, put, text, wake_worker, worker_view};
+use outseta_auth_core::clock::monotonic as mono;
+
+use super::{put, text, wake_worker, worker_view};
 
 /// URLs the cluster can share. Shared memory: [`bytes`], about 8 x 66 KiB.
 pub const SLOTS: usize = 8;
@@ -313,16 +315,6 @@ impl SharedKeys {
             version: current,
         })
     }
-
-    fn fallback(
-        &mut self,
-        url: &str,
-        timing: &Timing,
-        now: f64,
-        refetch: Refetch,
-    ) -> Result<KeySnapshot, AuthError> {
-        self.local.keys(url, timing, now, refetch)
-    }
 }
 
 /// Ask the worker for attempt `need` of slot `i` (`forced`: whatever its rate limit).
@@ -353,14 +345,14 @@ impl KeyProvider for SharedKeys {
         self.fallback
             .retain(|(_, since)| now - since < timing.ttl as f64);
         if self.fallback.iter().any(|(u, _)| u == url) {
-            return self.fallback(url, timing, now, refetch);
+            return self.local.keys(url, timing, now, refetch);
         }
         let Some(i) = register(url, timing, now) else {
             pgrx::warning!(
                 "outseta_auth: the shared JWKS store is full ({SLOTS} URLs); this backend fetches {url} itself"
             );
             self.fallback.push((url.to_string(), now));
-            return self.fallback(url, timing, now, refetch);
+            return self.local.keys(url, timing, now, refetch);
         };
         let gone = || AuthError::JwksUnavailable {
             url: url.to_string(),
@@ -393,7 +385,7 @@ impl KeyProvider for SharedKeys {
         }
         match action {
             Action::Use => self.snapshot(i, url, &v),
-            Action::FetchHere => self.fallback(url, timing, now, refetch),
+            Action::FetchHere => self.local.keys(url, timing, now, refetch),
             Action::Fail(Failure::TimedOut) => Err(AuthError::JwksUnavailable {
                 url: url.to_string(),
                 cause: format!(

@@ -22,7 +22,6 @@ pub mod worker;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use outseta_auth_core::clock::monotonic;
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
@@ -231,11 +230,6 @@ pub(crate) fn put(dst: &mut [u8], src: &[u8]) -> usize {
     let n = src.len().min(dst.len());
     dst[..n].copy_from_slice(&src[..n]);
     n
-}
-
-/// Monotonic seconds, as every shared slot keeps them.
-pub(crate) fn mono() -> f64 {
-    monotonic()
 }
 
 /// Register `f` with `before_shmem_exit` once per process (guarded by `flag`).

@@ -19,13 +19,14 @@
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use outseta_auth_core::clock::monotonic as mono;
 use outseta_auth_core::fetch::FetchLimits;
 use outseta_auth_core::profile::{self, AnswerCache, Response, MAX_PROFILE_BYTES};
 use outseta_auth_core::verify::MAX_TOKEN_BYTES;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
-use super::{mono, my_latch, my_pid, process_gone, put, text, wake_worker, worker_view};
+use super::{my_latch, my_pid, process_gone, put, text, wake_worker, worker_view};
 
 /// Profile requests the worker can carry at once.
 pub const PROFILE_SLOTS: usize = 4;

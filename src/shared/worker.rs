@@ -8,12 +8,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use outseta_auth_core::clock::monotonic as mono;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 
 use super::key_store::{self, SLOTS};
 use super::profiles::{self, WorkerRequests};
-use super::{mono, my_latch, my_pid, shared_memory_bytes, WORKER, WORKER_SEEN};
+use super::{my_latch, my_pid, shared_memory_bytes, WORKER, WORKER_SEEN};
 
 fn seen_now() {
     WORKER_SEEN.get().store(mono().to_bits(), Ordering::Relaxed);

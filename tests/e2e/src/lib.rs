@@ -320,3 +320,22 @@ pub fn monitoring_role(port: u16, name: &str) {
         ))
         .unwrap();
 }
+
+/// The pid of the background worker of the cluster whose data directory is `data`: a
+/// child of its postmaster whose process title names it (read from /proc). None while
+/// there is none (stopped, restarting).
+pub fn jwks_worker_pid(data: &str) -> Option<String> {
+    let postmaster = std::fs::read_to_string(format!("{data}/postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().to_str()?.to_string();
+        pid.parse::<u32>().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid = stat.rsplit(") ").next()?.split(' ').nth(1)?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (ppid == postmaster && String::from_utf8_lossy(&cmd).contains("JWKS worker")).then_some(pid)
+    })
+}

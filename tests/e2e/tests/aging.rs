@@ -124,21 +124,10 @@ fn slots(c: &mut Client, area: &str) -> (i32, i32) {
     (r.get(0), r.get(1))
 }
 
+/// The aging cluster's background worker.
 fn worker() -> Option<String> {
     let work = std::env::var("OUTSETA_E2E_WORK").unwrap();
-    let postmaster = std::fs::read_to_string(format!("{work}/aging/data/postmaster.pid"))
-        .ok()?
-        .lines()
-        .next()?
-        .to_string();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid = e.file_name().to_str()?.to_string();
-        pid.parse::<u32>().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let ppid = stat.rsplit(") ").next()?.split(' ').nth(1)?;
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        (ppid == postmaster && String::from_utf8_lossy(&cmd).contains("JWKS worker")).then_some(pid)
-    })
+    jwks_worker_pid(&format!("{work}/aging/data"))
 }
 
 fn signal(pid: &str, sig: &str) {
@@ -517,7 +506,7 @@ fn row9_an_unused_url_slot_is_freed() {
 }
 
 #[test]
-fn row11_status_with_every_slot_used_and_a_sighup_to_the_worker() {
+fn row11_status_reads_the_store_in_place_and_the_worker_ignores_sighup() {
     let _running = worker_running();
     let (server, _one) = common();
     let t = server.mint(&TokenRequest::new(JANE, ACME));

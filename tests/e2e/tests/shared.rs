@@ -3,10 +3,11 @@
 //! interruptible waits, and a full store falling back to per-backend fetching.
 //!
 //! Each test uses an issuer of its own (its own URL), so fetch counts are exact. They run on
-//! a preloaded cluster of their own (its store has 8 URL slots, never freed; this file uses
-//! all 8); the full-store test on another.
+//! a preloaded cluster of their own (8 URL slots, freed only after a day unused with the
+//! default jwks_max_stale); the full-store test on another. The tests that stop the worker
+//! or withdraw a kid are in `aging.rs`.
 
-use std::sync::{OnceLock, RwLock, RwLockReadGuard};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use outseta_dev::{Fault, Issuer, Server, TokenRequest};
@@ -15,14 +16,6 @@ use postgres::error::SqlState;
 use postgres::Client;
 
 const JWKS: &str = "/.well-known/jwks";
-
-/// The restart test stops the cluster's worker: it runs alone (write), the others together
-/// (read).
-static WORKER: RwLock<()> = RwLock::new(());
-
-fn worker_running() -> RwLockReadGuard<'static, ()> {
-    WORKER.read().unwrap_or_else(|e| e.into_inner())
-}
 
 fn issuer() -> Server {
     Server::start("127.0.0.1:0", Issuer::new(ISSUER)).unwrap()
@@ -60,7 +53,6 @@ fn verify_sub(c: &mut Client, token: &str) -> Result<String, postgres::Error> {
 
 #[test]
 fn new_connections_share_one_fetch() {
-    let _running = worker_running();
     // A remote-like issuer: every JWKS answer takes 150 ms.
     let server = issuer();
     server.set_fault(Fault::Slow(Duration::from_millis(150)));
@@ -105,7 +97,6 @@ fn new_connections_share_one_fetch() {
 
 #[test]
 fn a_parallel_plan_causes_no_fetch() {
-    let _running = worker_running();
     let server = issuer();
     let t = server.mint(&TokenRequest::new(JANE, ACME));
     let mut c = session_for(&server);
@@ -132,7 +123,6 @@ fn a_parallel_plan_causes_no_fetch() {
 
 #[test]
 fn rotation_is_picked_up_by_every_backend_after_one_fetch() {
-    let _running = worker_running();
     let server = issuer();
     let old = server.mint(&TokenRequest::new(JANE, ACME));
     let mut conns: Vec<Client> = (0..3).map(|_| session_for(&server)).collect();
@@ -164,7 +154,6 @@ fn rotation_is_picked_up_by_every_backend_after_one_fetch() {
 
 #[test]
 fn a_cancel_during_a_wait_on_a_hung_issuer_is_57014_at_once() {
-    let _running = worker_running();
     let server = issuer();
     server.set_fault(Fault::Slow(Duration::from_secs(30)));
     let t = server.mint(&TokenRequest::new(JANE, ACME));

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use outseta_dev::{Fault, Issuer, Server, TokenRequest};
-use outseta_e2e::{connect_as, ACME, ISSUER, JANE};
+use outseta_e2e::{connect_as, jwks_worker_pid, ACME, ISSUER, JANE};
 use postgres::Client;
 
 struct Args {
@@ -57,22 +57,6 @@ fn rss_kib(pid: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-fn worker_pid(data: &str) -> Option<String> {
-    let postmaster = std::fs::read_to_string(format!("{data}/postmaster.pid"))
-        .ok()?
-        .lines()
-        .next()?
-        .to_string();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid = e.file_name().to_str()?.to_string();
-        pid.parse::<u32>().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let ppid = stat.rsplit(") ").next()?.split(' ').nth(1)?;
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        (ppid == postmaster && String::from_utf8_lossy(&cmd).contains("JWKS worker")).then_some(pid)
-    })
 }
 
 /// Nanoseconds per row of `expr` over 1M rows, best of 3, less the empty scan's.
@@ -265,7 +249,7 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(200));
                 if last_stop.elapsed() >= Duration::from_secs(30) {
                     last_stop = Instant::now();
-                    if let Some(pid) = worker_pid(&data) {
+                    if let Some(pid) = jwks_worker_pid(&data) {
                         let _ = Command::new("kill").args(["-TERM", &pid]).status();
                         minutes.lock().unwrap()[minute_now()].worker_stops += 1;
                     }
@@ -312,7 +296,7 @@ fn main() {
                 };
                 *slot = (*slot).max(n);
             }
-            ms[m].worker_rss = worker_pid(&a.data)
+            ms[m].worker_rss = jwks_worker_pid(&a.data)
                 .and_then(|p| rss_kib(&p))
                 .or(ms[m].worker_rss);
             ms[m].backend_rss = rss_kib(&long_pid.to_string()).or(ms[m].backend_rss);
