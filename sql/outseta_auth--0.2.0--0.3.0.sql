@@ -7,8 +7,8 @@
 --   cause (JWKS URL, network error) goes to the server log.
 -- - outseta_jwks_status() (sources, URLs, errors of every database) is for pg_monitor and
 --   superusers: EXECUTE revoked from PUBLIC.
--- - outseta_shared_slots() (new): the cluster's shared slots in use, for pg_monitor and
---   superusers.
+-- - outseta_shared_slots() (new): the cluster's shared slots in use (JWKS, profile
+--   requests, verified tokens), for pg_monitor and superusers.
 -- Every other function keeps its signature, volatility and symbol.
 CREATE OR REPLACE FUNCTION outseta_pre_request() RETURNS void
 LANGUAGE plpgsql VOLATILE AS $fn$
@@ -80,7 +80,8 @@ CREATE  FUNCTION "outseta_shared_slots"() RETURNS TABLE (
 	"area" TEXT,  /* String */
 	"in_use" INT,  /* i32 */
 	"slots" INT,  /* i32 */
-	"bytes" bigint  /* i64 */
+	"bytes" bigint,  /* i64 */
+	"hits" bigint  /* core::option::Option<i64> */
 )
 STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */

@@ -47,7 +47,13 @@ fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
         }
         let result = match std::str::from_utf8(token) {
             Ok(token) => with_keys(|keys| {
-                engine.verify_uncached(token, keys, &mut crate::profile::ProfileRevocation, now)
+                engine.verify_uncached(
+                    token,
+                    keys,
+                    &mut crate::profile::ProfileRevocation,
+                    &mut crate::shared::VerifiedTokenTable,
+                    now,
+                )
             }),
             Err(_) => Err(AuthError::malformed("the token is not valid UTF-8")),
         };
@@ -472,7 +478,8 @@ fn outseta_jwks_status() -> TableIterator<
 }
 
 /// The cluster's shared slots (with preload; no rows without): how many are in use, of
-/// how many, and the shared memory of each area. For monitoring long-running clusters.
+/// how many, the shared memory of each area, and for the verified tokens how many
+/// signature checks they saved. For monitoring long-running clusters.
 #[pg_extern(volatile, parallel_restricted)]
 fn outseta_shared_slots() -> TableIterator<
     'static,
@@ -481,15 +488,18 @@ fn outseta_shared_slots() -> TableIterator<
         name!(in_use, i32),
         name!(slots, i32),
         name!(bytes, i64),
+        name!(hits, Option<i64>),
     ),
 > {
-    TableIterator::new(
-        crate::shared::slots()
-            .into_iter()
-            .map(|(area, in_use, slots, bytes)| {
-                (area.to_string(), in_use as i32, slots as i32, bytes as i64)
-            }),
-    )
+    TableIterator::new(crate::shared::slots().into_iter().map(|a| {
+        (
+            a.name.to_string(),
+            a.in_use as i32,
+            a.slots as i32,
+            a.bytes as i64,
+            a.hits.map(|h| h as i64),
+        )
+    }))
 }
 
 /// Fetch the JWKS now (superuser only). Returns the number of usable keys.

@@ -76,4 +76,13 @@ impl Config {
     pub fn same_trust(&self, other: &Config) -> bool {
         self.source == other.source && self.policy == other.policy && self.profile == other.profile
     }
+
+    /// SHA-256 of what decides whether a signature is trusted and a token accepted: the key
+    /// source and the policy (algorithms, issuers, audiences, leeway). Built from their
+    /// `Debug` form, which names every field, so a field added later is covered without an
+    /// edit here. Verified tokens are shared between processes only under equal digests.
+    pub fn trust_digest(&self) -> crate::verified::Digest {
+        let text = format!("{:?}\0{:?}", self.source, self.policy);
+        crate::verified::sha256(&[b"outseta_auth trust 1\0", text.as_bytes()])
+    }
 }

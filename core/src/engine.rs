@@ -28,7 +28,8 @@ use crate::error::AuthError;
 use crate::jwks::KeySet;
 use crate::key_store::{KeyProvider, KeySnapshot, Refetch, SourceStatus};
 use crate::token_cache::{Cached, TokenCache};
-use crate::verify;
+use crate::verified::{token_digest, Digest, NoVerifiedTokens, VerifiedTokens};
+use crate::verify::{self, Parsed};
 
 /// A check every verified token must also pass (Outseta's profile endpoint with
 /// `outseta_auth.profile_check`): the SQL layer implements it, the engine calls it after the
@@ -73,6 +74,8 @@ fn to_mono(wall_until: f64, now: Now) -> f64 {
 pub struct Engine {
     generation: Option<u64>,
     config: Option<Arc<Config>>,
+    /// [`Config::trust_digest`] of `config`.
+    trust: Digest,
     /// The last token verified, byte for byte, and its result.
     last: Option<(Box<str>, Cached)>,
     tokens: TokenCache,
@@ -116,6 +119,7 @@ impl Engine {
                 }
                 _ => self.forget_tokens(),
             }
+            self.trust = cfg.trust_digest();
             self.config = Some(Arc::new(cfg));
             self.generation = Some(generation);
         }
@@ -193,7 +197,7 @@ impl Engine {
         let now = now.into();
         match self.cached(token.as_bytes(), now, keys.epoch()) {
             Some(cached) => cached,
-            None => self.verify_uncached(token, keys, revocation, now),
+            None => self.verify_uncached(token, keys, revocation, &mut NoVerifiedTokens, now),
         }
     }
 
@@ -276,13 +280,38 @@ impl Engine {
         Ok(keys)
     }
 
+    /// The signature check of `parsed` (`token`) against `set`, unless the cluster's
+    /// memory has seen this very token verify under these trust settings and this key set.
+    /// Returns the digest to remember once its claims pass (None: nothing to remember).
+    fn check_signature(
+        &self,
+        token: &str,
+        parsed: &Parsed,
+        set: &KeySet,
+        memory: &mut dyn VerifiedTokens,
+        now: f64,
+    ) -> Result<Option<Digest>, AuthError> {
+        if !memory.active() {
+            parsed.verify_signature(set)?;
+            return Ok(None);
+        }
+        let digest = token_digest(&self.trust, &set.digest, token);
+        if memory.seen(&digest, now) {
+            return Ok(None);
+        }
+        parsed.verify_signature(set)?;
+        Ok(Some(digest))
+    }
+
     /// Full verification of a token that [`Engine::cached`] just missed; the result is
     /// cached. Callers that already asked `cached` use this to avoid a second lookup.
+    /// `memory`: the cluster's verified tokens, asked before a signature check.
     pub fn verify_uncached(
         &mut self,
         token: &str,
         keys: &mut dyn KeyProvider,
         revocation: &mut dyn Revocation,
+        memory: &mut dyn VerifiedTokens,
         now: impl Into<Now>,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
         let clock: Now = now.into();
@@ -320,11 +349,13 @@ impl Engine {
         // Parse before any key lookup: garbage never causes network traffic.
         let parsed = verify::parse(token, &cfg.policy)?;
         // When the keys that verify it were fetched (None: a literal JWKS, always trusted).
-        let keys_fetched_at = match &cfg.source {
+        let (keys_fetched_at, remember) = match &cfg.source {
             KeySource::Literal(json) => {
                 let set = self.literal_keys(json, clock.wall)?;
-                parsed.verify_signature(&set)?;
-                None
+                (
+                    None,
+                    self.check_signature(token, &parsed, &set, memory, clock.wall)?,
+                )
             }
             KeySource::Url(url) => {
                 let mut snap = match looked.take() {
@@ -332,24 +363,30 @@ impl Engine {
                     None => keys.keys(url, &cfg.timing, now, Refetch::No)?,
                 };
                 self.note_version(url, snap.version);
-                if let Err(e) = parsed.verify_signature(&snap.keys) {
-                    let AuthError::UnknownKid { .. } = e else {
-                        return Err(e);
+                let remember =
+                    match self.check_signature(token, &parsed, &snap.keys, memory, clock.wall) {
+                        Ok(remember) => remember,
+                        Err(e @ AuthError::UnknownKid { .. }) => {
+                            // The issuer may have rotated keys since the last fetch.
+                            let seen = snap.version;
+                            let again =
+                                keys.keys(url, &cfg.timing, now, Refetch::UnknownKid { seen })?;
+                            self.note_version(url, again.version);
+                            if again.version == snap.version {
+                                return Err(e);
+                            }
+                            snap = again;
+                            self.check_signature(token, &parsed, &snap.keys, memory, clock.wall)?
+                        }
+                        Err(e) => return Err(e),
                     };
-                    // The issuer may have rotated keys since the last fetch.
-                    let seen = snap.version;
-                    let again = keys.keys(url, &cfg.timing, now, Refetch::UnknownKid { seen })?;
-                    self.note_version(url, again.version);
-                    if again.version == snap.version {
-                        return Err(e);
-                    }
-                    parsed.verify_signature(&again.keys)?;
-                    snap = again;
-                }
-                Some(snap.fetched_at)
+                (Some(snap.fetched_at), remember)
             }
         };
         let v = Arc::new(claims::check(&parsed.payload, &cfg.policy, clock.wall)?);
+        if let Some(digest) = remember {
+            memory.remember(&digest, v.exp + cfg.policy.leeway as f64);
+        }
         let trusted_until =
             keys_fetched_at.map_or(f64::INFINITY, |at| at + cfg.timing.max_stale as f64);
         if self.tokens.is_empty() {
@@ -558,6 +595,115 @@ mod tests {
         // ...and the full path fails closed.
         let e = engine.verify(&token, &mut keys, t0 + 3700.0).unwrap_err();
         assert_eq!(e.code(), "jwks_unavailable");
+    }
+
+    /// The cluster's memory of verified tokens, as a set; counts hits.
+    #[derive(Default)]
+    struct FakeMemory {
+        set: std::collections::HashMap<Digest, f64>,
+        hits: u32,
+    }
+
+    impl VerifiedTokens for FakeMemory {
+        fn seen(&mut self, d: &Digest, now: f64) -> bool {
+            let hit = self.set.get(d).is_some_and(|&until| until > now);
+            self.hits += hit as u32;
+            hit
+        }
+        fn remember(&mut self, d: &Digest, expires: f64) {
+            self.set.insert(*d, expires);
+        }
+    }
+
+    fn shared_verify(
+        engine: &mut Engine,
+        token: &str,
+        keys: &mut dyn KeyProvider,
+        memory: &mut FakeMemory,
+        now: f64,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        engine.verify_uncached(token, keys, &mut NoRevocation, memory, now)
+    }
+
+    #[test]
+    fn a_token_is_verified_once_per_cluster() {
+        let (mut a, issuer, token, t0) = setup(DAY as u64);
+        let mut keys = LocalKeys::new(FakeFetcher::serving(&issuer));
+        let mut memory = FakeMemory::default();
+        shared_verify(&mut a, &token, &mut keys, &mut memory, t0).unwrap();
+        assert_eq!((memory.set.len(), memory.hits), (1, 0));
+        // Another backend: its own cache misses, the cluster's memory hits, and the claims
+        // are the token's own.
+        let (mut b, ..) = setup(DAY as u64);
+        let v = shared_verify(&mut b, &token, &mut keys, &mut memory, t0 + 1.0).unwrap();
+        assert_eq!(v.sub.as_deref(), Some("dQGxEz94"));
+        assert_eq!(memory.hits, 1);
+        // The claims are still checked on a hit: past exp (+ leeway) the token fails even
+        // though the memory still holds it (its entry would be gone too in shared memory).
+        memory
+            .set
+            .values_mut()
+            .for_each(|until| *until = f64::INFINITY);
+        let (mut c, ..) = setup(DAY as u64);
+        let e = shared_verify(&mut c, &token, &mut keys, &mut memory, t0 + 31.0 * DAY);
+        assert_eq!(e.unwrap_err().code(), "expired");
+    }
+
+    #[test]
+    fn a_forged_token_never_hits() {
+        let (mut a, issuer, token, t0) = setup(DAY as u64);
+        let mut keys = LocalKeys::new(FakeFetcher::serving(&issuer));
+        let mut memory = FakeMemory::default();
+        shared_verify(&mut a, &token, &mut keys, &mut memory, t0).unwrap();
+        // The genuine header and payload with another signature; and another payload
+        // with the genuine signature.
+        let (signed, sig) = token.rsplit_once('.').unwrap();
+        let mut other_sig = sig.to_string();
+        let last = other_sig.pop().unwrap();
+        other_sig.push(if last == 'A' { 'B' } else { 'A' });
+        let other = issuer.mint(&long_lived("someone-else", "wZmNw7Q2"));
+        let (other_signed, _) = other.rsplit_once('.').unwrap();
+        for forged in [
+            format!("{signed}.{other_sig}"),
+            format!("{other_signed}.{sig}"),
+        ] {
+            let (mut b, ..) = setup(DAY as u64);
+            let e = shared_verify(&mut b, &forged, &mut keys, &mut memory, t0).unwrap_err();
+            assert_eq!(e.code(), "bad_signature", "{forged}");
+        }
+        assert_eq!(memory.hits, 0);
+    }
+
+    #[test]
+    fn other_trust_settings_or_another_key_set_never_share() {
+        let (mut a, mut issuer, _, t0) = setup(DAY as u64);
+        issuer.audience = Some("test.outseta.com".into());
+        let token = issuer.mint(&long_lived("dQGxEz94", "wZmNw7Q2"));
+        let mut keys = LocalKeys::new(FakeFetcher::serving(&issuer));
+        let mut memory = FakeMemory::default();
+        shared_verify(&mut a, &token, &mut keys, &mut memory, t0).unwrap();
+        // The same token accepted under another audience (or issuer) list: verified again.
+        for policy in [
+            Policy::new("RS256", "", "test.outseta.com", 30).unwrap(),
+            Policy::new("RS256", "https://test.outseta.com", "", 30).unwrap(),
+        ] {
+            let mut b = Engine::new();
+            b.configure(1, || {
+                Ok(Config {
+                    policy: policy.clone(),
+                    ..config(DAY as u64)
+                })
+            })
+            .unwrap();
+            shared_verify(&mut b, &token, &mut keys, &mut memory, t0).unwrap();
+        }
+        assert_eq!((memory.hits, memory.set.len()), (0, 3));
+        // A key added to the JWKS (the old one kept): another key set, verified again.
+        issuer.rotate(true);
+        let mut keys2 = LocalKeys::new(FakeFetcher::serving(&issuer));
+        let (mut c, ..) = setup(DAY as u64);
+        shared_verify(&mut c, &token, &mut keys2, &mut memory, t0).unwrap();
+        assert_eq!((memory.hits, memory.set.len()), (0, 4));
     }
 
     /// A provider standing in for the cluster's store: the test sets its key set and

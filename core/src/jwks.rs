@@ -83,6 +83,10 @@ pub struct Ignored {
 pub struct KeySet {
     pub keys: Vec<Key>,
     pub ignored: Vec<Ignored>,
+    /// SHA-256 of the JWKS document it was parsed from: names this key set in the
+    /// cluster's memory of verified tokens ([`crate::verified`]), so that any change of
+    /// the document (a key withdrawn, rotated, added) keeps old verdicts out.
+    pub digest: crate::verified::Digest,
 }
 
 /// Why key selection failed; turned into an [`AuthError`] by the caller, which knows
@@ -137,6 +141,7 @@ impl KeySet {
             reason.push(')');
             return Err(reason);
         }
+        set.digest = crate::verified::sha256(&[b"outseta_auth jwks 1\0", body]);
         Ok(set)
     }
 

@@ -12,6 +12,7 @@
 //! - [`decision`]: the one rule "use the keys / fetch here / wait for the worker / fail"
 //! - [`key_store`]: fetch rules (TTL, rate limit, backoff, max stale) and the per-backend store
 //! - [`token_cache`]: verified tokens of one backend
+//! - [`verified`]: the cluster's memory of verified tokens (one RSA check per token)
 //! - [`engine`]: the per-backend engine tying these together
 //! - [`profile`]: Outseta's profile endpoint (second verification method) and its cache
 //! - [`webhook`]: webhook signatures (HMAC-SHA256)
@@ -31,6 +32,7 @@ pub mod policy;
 pub mod profile;
 pub mod request;
 pub mod token_cache;
+pub mod verified;
 pub mod verify;
 pub mod webhook;
 

@@ -169,6 +169,7 @@ fn strictest(a: &Timing, b: &Timing) -> Timing {
 /// ([`KeyProvider::epoch`]).
 fn key_sets_changed() {
     KEY_EPOCH.get().fetch_add(1, Ordering::Release);
+    super::verified::clear();
 }
 
 /// The store's epoch (see [`key_sets_changed`]): one atomic read.

@@ -5,6 +5,8 @@
 //!   backends register the URLs they need and carry out the core's [`decide`] on a slot.
 //! - [`profiles`]: the profile request channel: backends hand Outseta profile requests to
 //!   the worker and wait for the answer (asks about one token share one request).
+//! - [`verified`]: tokens whose signature verified, so that each token costs one RSA
+//!   check per cluster.
 //! - [`worker`]: the background worker's loop.
 //!
 //! Every slot has an owner and an end of life: URL slots are freed when unused for
@@ -17,6 +19,7 @@
 
 pub mod key_store;
 pub mod profiles;
+pub mod verified;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +31,7 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
 
 pub use key_store::{epoch, SharedKeys};
 pub use profiles::ask_profile;
+pub use verified::VerifiedTokenTable;
 
 /// A worker that has not looked at the store for this long is reported as not running.
 const WORKER_STALE_SECS: f64 = 10.0;
@@ -72,6 +76,7 @@ pub fn init() {
     pg_shmem_init!(WORKER_SEEN = AtomicU64::new(0));
     key_store::init();
     profiles::init();
+    verified::init();
     BackgroundWorkerBuilder::new("outseta_auth JWKS worker")
         .set_type("outseta_auth JWKS worker")
         .set_library("outseta_auth")
@@ -86,28 +91,46 @@ pub fn init() {
 
 /// Bytes of shared memory the extension takes.
 pub fn shared_memory_bytes() -> usize {
-    key_store::bytes() + profiles::bytes() + std::mem::size_of::<WorkerInfo>()
+    key_store::bytes() + profiles::bytes() + verified::bytes() + std::mem::size_of::<WorkerInfo>()
 }
 
-/// (area, slots in use, slots, bytes of shared memory) per shared area; empty without
-/// preload.
-pub fn slots() -> Vec<(&'static str, usize, usize, usize)> {
+/// One shared area, as `outseta_shared_slots()` shows it.
+pub struct Area {
+    pub name: &'static str,
+    pub in_use: usize,
+    pub slots: usize,
+    pub bytes: usize,
+    /// Uses that saved work (verified tokens: signature checks skipped); None elsewhere.
+    pub hits: Option<u64>,
+}
+
+/// The shared areas; empty without preload.
+pub fn slots() -> Vec<Area> {
     if !enabled() {
         return Vec::new();
     }
     vec![
-        (
-            "jwks",
-            key_store::slots_in_use(),
-            key_store::SLOTS,
-            key_store::bytes(),
-        ),
-        (
-            "profile",
-            profiles::slots_in_use(),
-            profiles::PROFILE_SLOTS,
-            profiles::bytes(),
-        ),
+        Area {
+            name: "jwks",
+            in_use: key_store::slots_in_use(),
+            slots: key_store::SLOTS,
+            bytes: key_store::bytes(),
+            hits: None,
+        },
+        Area {
+            name: "profile",
+            in_use: profiles::slots_in_use(),
+            slots: profiles::PROFILE_SLOTS,
+            bytes: profiles::bytes(),
+            hits: None,
+        },
+        Area {
+            name: "tokens",
+            in_use: verified::in_use(outseta_auth_core::Now::read().wall),
+            slots: verified::ENTRIES,
+            bytes: verified::bytes(),
+            hits: Some(verified::hits()),
+        },
     ]
 }
 
