@@ -33,20 +33,32 @@ use crate::keys::with_keys;
 /// Verify `token` with the per-backend engine. Errors are returned, not raised, so that
 /// no RefCell borrow is held while Postgres unwinds.
 pub(crate) fn verify(token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
-    verify_bytes(token.as_bytes())
+    with_verified(token.as_bytes(), |v| v.clone())
 }
 
-fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
+/// Verify `token` and hand its verdict to `f`: on a cache hit (the per-row path) inside
+/// the engine's borrow, with no copy of the verdict; `f` must not raise.
+fn with_verified<R>(
+    token: &[u8],
+    f: impl FnOnce(&Arc<VerifiedToken>) -> R,
+) -> Result<R, AuthError> {
+    // Both clocks as of at most a kernel tick ago: no timer read on most rows.
+    let now = Now::recent();
+    let mut f = Some(f);
     let (result, missed) = ENGINE.with_borrow_mut(|engine| {
         if let Err(e) = engine.configure(settings::generation(), settings::build_config) {
             return (Err(e), false);
         }
-        let now = Now::read();
         if let Some(cached) = engine.cached(token, now, crate::keys::epoch()) {
-            return (cached, false);
+            let f = f.take().expect("called once");
+            return (cached.map(f), false);
         }
         let result = match std::str::from_utf8(token) {
             Ok(token) => with_keys(|keys| {
+                // With outseta_auth.profile_check on, the engine also asks Outseta's profile
+                // endpoint (a step of its verification, kept on the cached token for
+                // profile_ttl); with preload it looks for the token among the cluster's
+                // verified ones before a signature check.
                 engine.verify_uncached(
                     token,
                     keys,
@@ -57,31 +69,70 @@ fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
             }),
             Err(_) => Err(AuthError::malformed("the token is not valid UTF-8")),
         };
-        (result, true)
+        (result.map(|v| f.take().expect("called once")(&v)), true)
     });
     if missed {
         // A miss may have waited on the network (up to outseta_auth.http_timeout): honour a
         // query cancel or statement_timeout that arrived meanwhile before going on.
         pgrx::check_for_interrupts!();
     }
-    // With outseta_auth.profile_check on, the engine has also asked Outseta's profile
-    // endpoint (a step of its verification, kept on the cached token for profile_ttl).
     result
 }
 
-/// The verified token of the current request: `None` when there is none, an error when
-/// there is one and it fails verification.
-fn current() -> Result<Option<Arc<VerifiedToken>>, ErrorReport> {
-    with_current_token(|t| t.map(verify_bytes).transpose())
+/// `f` of the verified token of the current request: `None` when there is none, an error
+/// when there is one and it fails verification.
+fn with_current<R>(f: impl FnOnce(&VerifiedToken) -> R) -> Result<Option<R>, ErrorReport> {
+    with_current_token(|t| t.map(|t| with_verified(t, |v| f(v))).transpose())
         .and_then(|r| r)
         .map_err(report)
 }
 
-/// A text claim of the current token, read by `field`.
+/// A text claim of the current token, read by `field`, as a `text` datum made straight
+/// from the cached claim (no intermediate String).
 fn current_text(
     field: impl FnOnce(&VerifiedToken) -> Option<&String>,
-) -> Result<Option<String>, ErrorReport> {
-    Ok(current()?.and_then(|v| field(&v).cloned()))
+) -> Result<Option<Text>, ErrorReport> {
+    Ok(with_current(|v| field(v).map(|s| Text::from(s.as_str())))?.flatten())
+}
+
+/// A `text` datum, made in the current memory context.
+pub struct Text(pg_sys::Datum);
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        // SAFETY: cstring_to_text_with_len copies `len` bytes from a valid pointer into a
+        // new varlena in CurrentMemoryContext; the bytes are UTF-8 without NUL (claims are
+        // refused with NUL at verification).
+        let t = unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32) };
+        Text(pg_sys::Datum::from(t))
+    }
+}
+
+impl IntoDatum for Text {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(self.0)
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::TEXTOID
+    }
+}
+
+// SAFETY: Text is returned as the SQL type text, which into_datum produces.
+unsafe impl SqlTranslatable for Text {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Text);
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("text"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("text")));
+}
+
+// SAFETY: the same packaging as RawJsonb below.
+unsafe impl BoxRet for Text {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
+        // SAFETY: a text datum allocated in the current memory context.
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
 }
 
 /// `jsonb` built by Postgres' own `jsonb_in` straight from JSON text, without the serde
@@ -206,7 +257,7 @@ fn outseta_try_verify(
 fn outseta_try_current(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<pgrx::composite_type!('static, "outseta_verify_result")> {
-    let result = match with_current_token(|t| t.map(verify_bytes)) {
+    let result = match with_current_token(|t| t.map(|t| with_verified(t, |v| v.clone()))) {
         Ok(None) => return None,
         Ok(Some(r)) => r,
         Err(e) => Err(e),
@@ -320,7 +371,7 @@ fn outseta_authenticate(token: &str) -> Result<Option<RawJsonb>, ErrorReport> {
 fn outseta_profile() -> Result<Option<RawJsonb>, ErrorReport> {
     let profile = with_current_token(|t| {
         t.map(|token| {
-            let v = verify_bytes(token)?;
+            let v = with_verified(token, |v| v.clone())?;
             let token = std::str::from_utf8(token)
                 .map_err(|_| AuthError::malformed("the token is not valid UTF-8"))?;
             crate::profile::profile_of(token, &v)
@@ -363,58 +414,58 @@ fn outseta_verify_webhook_bytea(
 /// All claims of the current token, or NULL without one.
 #[pg_extern(stable, parallel_safe)]
 fn outseta_claims() -> Result<Option<RawJsonb>, ErrorReport> {
-    Ok(current()?.map(|v| claims_jsonb(&v)))
+    with_current(claims_jsonb)
 }
 
 /// One claim of the current token, as jsonb.
 #[pg_extern(stable, parallel_safe)]
 fn outseta_claim(name: &str) -> Result<Option<JsonB>, ErrorReport> {
-    Ok(current()?
-        .and_then(|v| v.claims.get(name).cloned())
+    Ok(with_current(|v| v.claims.get(name).cloned())?
+        .flatten()
         .map(JsonB))
 }
 
 /// The Outseta Person uid (`sub`) of the current token.
 #[pg_extern(stable, parallel_safe)]
-fn outseta_sub() -> Result<Option<String>, ErrorReport> {
+fn outseta_sub() -> Result<Option<Text>, ErrorReport> {
     current_text(|v| v.sub.as_ref())
 }
 
 /// `outseta:accountUid` of the current token.
 #[pg_extern(stable, parallel_safe)]
-fn outseta_account_uid() -> Result<Option<String>, ErrorReport> {
+fn outseta_account_uid() -> Result<Option<Text>, ErrorReport> {
     current_text(|v| v.account_uid.as_ref())
 }
 
 #[pg_extern(stable, parallel_safe)]
-fn outseta_email() -> Result<Option<String>, ErrorReport> {
+fn outseta_email() -> Result<Option<Text>, ErrorReport> {
     current_text(|v| v.email.as_ref())
 }
 
 #[pg_extern(stable, parallel_safe)]
-fn outseta_name() -> Result<Option<String>, ErrorReport> {
+fn outseta_name() -> Result<Option<Text>, ErrorReport> {
     current_text(|v| v.name.as_ref())
 }
 
 #[pg_extern(stable, parallel_safe)]
-fn outseta_plan_uid() -> Result<Option<String>, ErrorReport> {
+fn outseta_plan_uid() -> Result<Option<Text>, ErrorReport> {
     current_text(|v| v.plan_uid.as_ref())
 }
 
 #[pg_extern(stable, parallel_safe)]
-fn outseta_subscription_uid() -> Result<Option<String>, ErrorReport> {
+fn outseta_subscription_uid() -> Result<Option<Text>, ErrorReport> {
     current_text(|v| v.subscription_uid.as_ref())
 }
 
 #[pg_extern(stable, parallel_safe)]
 fn outseta_add_on_uids() -> Result<Option<Vec<String>>, ErrorReport> {
-    Ok(current()?.and_then(|v| v.add_on_uids.clone()))
+    Ok(with_current(|v| v.add_on_uids.clone())?.flatten())
 }
 
 /// `outseta:isPrimary` ("1"/"0" in Outseta's tokens) as a boolean.
 #[pg_extern(stable, parallel_safe)]
 fn outseta_is_primary() -> Result<Option<bool>, ErrorReport> {
-    Ok(current()?.and_then(|v| v.is_primary))
+    Ok(with_current(|v| v.is_primary)?.flatten())
 }
 
 fn timestamptz(unix: Option<f64>) -> Option<TimestampWithTimeZone> {

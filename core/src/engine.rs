@@ -149,30 +149,27 @@ impl Engine {
         token: &[u8],
         now: impl Into<Now>,
         epoch: u64,
-    ) -> Option<Result<Arc<VerifiedToken>, AuthError>> {
+    ) -> Option<Result<&Arc<VerifiedToken>, AuthError>> {
         let now = now.into();
         let leeway = self.config.as_ref()?.policy.leeway;
         if self.must_recheck(now.mono, epoch) {
             return None;
         }
-        if let Some((last, c)) = &self.last {
-            if last.as_bytes() == token {
-                if now.mono >= c.checked_until {
-                    return None;
-                }
-                self.hits += 1;
-                return Some(c.v.check_times(now.wall, leeway).map(|_| c.v.clone()));
-            }
+        let last_matches = self
+            .last
+            .as_ref()
+            .is_some_and(|(last, _)| last.as_bytes() == token);
+        if !last_matches {
+            let token = std::str::from_utf8(token).ok()?;
+            let c = self.tokens.get(token)?.clone();
+            self.last = Some((token.into(), c));
         }
-        let token = std::str::from_utf8(token).ok()?;
-        let c = self.tokens.get(token)?.clone();
+        let (_, c) = self.last.as_ref().expect("set above");
         if now.mono >= c.checked_until {
             return None;
         }
         self.hits += 1;
-        let v = c.v.clone();
-        self.last = Some((token.into(), c));
-        Some(v.check_times(now.wall, leeway).map(|_| v))
+        Some(c.v.check_times(now.wall, leeway).map(|_| &c.v))
     }
 
     /// Verify `token` under the current configuration (call [`Engine::configure`] first),
@@ -196,7 +193,7 @@ impl Engine {
     ) -> Result<Arc<VerifiedToken>, AuthError> {
         let now = now.into();
         match self.cached(token.as_bytes(), now, keys.epoch()) {
-            Some(cached) => cached,
+            Some(cached) => cached.cloned(),
             None => self.verify_uncached(token, keys, revocation, &mut NoVerifiedTokens, now),
         }
     }
@@ -324,7 +321,7 @@ impl Engine {
         if self.must_recheck(now, epoch) {
             looked = self.recheck(keys, now, epoch)?;
             if let Some(cached) = self.cached(token.as_bytes(), clock, self.checked_epoch) {
-                return cached;
+                return cached.cloned();
             }
         }
         let cfg = self.current()?;
