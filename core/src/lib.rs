@@ -11,6 +11,7 @@
 //! - [`clock`]: the wall clock and the monotonic one
 //! - [`decision`]: the one rule "use the keys / fetch here / wait for the worker / fail"
 //! - [`key_store`]: fetch rules (TTL, rate limit, backoff, max stale) and the per-backend store
+//! - [`bounded`]: the one bounded cache (count and cost, oldest first) under the others
 //! - [`token_cache`]: verified tokens of one backend
 //! - [`verified`]: the cluster's memory of verified tokens (one RSA check per token)
 //! - [`engine`]: the per-backend engine tying these together
@@ -19,6 +20,7 @@
 //! - [`error`]: the one error type
 
 pub mod b64;
+pub mod bounded;
 pub mod claims;
 pub mod clock;
 pub mod config;

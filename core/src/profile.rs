@@ -7,12 +7,13 @@
 //! cache with an explicit clock. Who performs the request (the backend, or the cluster's
 //! background worker) is the caller's business.
 
-use std::collections::{HashMap, VecDeque};
 use std::io::Read;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::bounded::Bounded;
 use crate::error::AuthError;
 use crate::fetch::{validate_url, FetchLimits};
 
@@ -131,26 +132,30 @@ pub fn interpret(
 struct Entry {
     result: Result<Arc<str>, AuthError>,
     at: f64,
-    cost: usize,
 }
 
 /// Profiles (and refusals) of one backend, per token, for `ttl` seconds; failures to reach
 /// the endpoint for at most [`FAILURE_MEMORY_SECS`]. Bounded by count and bytes.
-#[derive(Default)]
 pub struct ProfileCache {
     url: String,
-    map: HashMap<Box<str>, Entry>,
-    order: VecDeque<Box<str>>,
-    bytes: usize,
+    cache: Bounded<Rc<str>, Entry>,
     /// Requests made (what a test or a status view counts).
     pub fetches: u64,
 }
 
+impl Default for ProfileCache {
+    fn default() -> Self {
+        ProfileCache {
+            url: String::new(),
+            cache: Bounded::new(PROFILE_CACHE_ENTRIES, PROFILE_CACHE_BYTES),
+            fetches: 0,
+        }
+    }
+}
+
 impl ProfileCache {
     pub fn clear(&mut self) {
-        self.map.clear();
-        self.order.clear();
-        self.bytes = 0;
+        self.cache.clear();
     }
 
     fn fresh(e: &Entry, now: f64, ttl: f64) -> bool {
@@ -186,37 +191,14 @@ impl ProfileCache {
             self.url = url.to_string();
             return None;
         }
-        let e = self.map.get(token)?;
+        let e = self.cache.get(token)?;
         Self::fresh(e, now, ttl).then(|| (e.result.clone(), e.at))
     }
 
     pub fn store(&mut self, token: &str, now: f64, result: Result<Arc<str>, AuthError>) {
         let cost = token.len() + result.as_ref().map_or(64, |p| p.len());
-        if cost > PROFILE_CACHE_BYTES {
-            return;
-        }
-        if let Some(old) = self.map.remove(token) {
-            self.order.retain(|t| &**t != token);
-            self.bytes -= old.cost;
-        }
-        while self.map.len() >= PROFILE_CACHE_ENTRIES || self.bytes + cost > PROFILE_CACHE_BYTES {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(e) = self.map.remove(&old) {
-                self.bytes -= e.cost;
-            }
-        }
-        self.map.insert(
-            token.into(),
-            Entry {
-                result,
-                at: now,
-                cost,
-            },
-        );
-        self.order.push_back(token.into());
-        self.bytes += cost;
+        self.cache
+            .insert(Rc::from(token), Entry { result, at: now }, cost);
     }
 
     /// The profile for `token` (of person `sub`): from the cache while fresh, else by one
@@ -257,11 +239,11 @@ impl ProfileCache {
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.cache.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.cache.is_empty()
     }
 }
 
@@ -271,17 +253,27 @@ impl ProfileCache {
 /// is younger than the asker's TTL; its age goes back with it, so that the asker's own
 /// cache keeps it only for the rest of that TTL. Other statuses and failures are not kept.
 /// Bounded like [`ProfileCache`].
-#[derive(Default)]
 pub struct AnswerCache {
-    map: HashMap<(Box<str>, Box<str>), (f64, Response)>,
-    order: VecDeque<(Box<str>, Box<str>)>,
-    bytes: usize,
+    /// Keyed by URL and token, one after the other (a URL has no newline).
+    cache: Bounded<Rc<str>, (f64, Response)>,
+}
+
+impl Default for AnswerCache {
+    fn default() -> Self {
+        AnswerCache {
+            cache: Bounded::new(PROFILE_CACHE_ENTRIES, PROFILE_CACHE_BYTES),
+        }
+    }
+}
+
+fn answer_key(url: &str, token: &str) -> String {
+    format!("{url}\n{token}")
 }
 
 impl AnswerCache {
     /// A fresh answer for `token` at `url` and its age in seconds.
     pub fn lookup(&self, url: &str, token: &str, now: f64, ttl: f64) -> Option<(Response, f64)> {
-        let (at, r) = self.map.get(&(Box::from(url), Box::from(token)))?;
+        let (at, r) = self.cache.get(answer_key(url, token).as_str())?;
         // A clock that went back makes an entry stale, never fresher.
         (now >= *at && now - at < ttl).then(|| (r.clone(), now - at))
     }
@@ -290,34 +282,17 @@ impl AnswerCache {
         if !matches!(r.status, 200 | 401 | 403) {
             return;
         }
-        let key: (Box<str>, Box<str>) = (url.into(), token.into());
-        let cost = url.len() + token.len() + r.body.len();
-        if cost > PROFILE_CACHE_BYTES {
-            return;
-        }
-        if let Some((_, old)) = self.map.remove(&key) {
-            self.order.retain(|k| *k != key);
-            self.bytes -= key.0.len() + key.1.len() + old.body.len();
-        }
-        while self.map.len() >= PROFILE_CACHE_ENTRIES || self.bytes + cost > PROFILE_CACHE_BYTES {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            if let Some((_, old)) = self.map.remove(&oldest) {
-                self.bytes -= oldest.0.len() + oldest.1.len() + old.body.len();
-            }
-        }
-        self.bytes += cost;
-        self.order.push_back(key.clone());
-        self.map.insert(key, (now, r.clone()));
+        let key = answer_key(url, token);
+        let cost = key.len() + r.body.len();
+        self.cache.insert(Rc::from(key), (now, r.clone()), cost);
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.cache.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.cache.is_empty()
     }
 }
 
@@ -387,7 +362,7 @@ mod tests {
         for i in 0..100 {
             c.store(URL, &format!("b{i}"), 1.0, &answer(200, &big));
         }
-        assert!(c.bytes <= PROFILE_CACHE_BYTES);
+        assert!(c.cache.cost() <= PROFILE_CACHE_BYTES);
         assert!(c.len() < 100);
     }
 
@@ -527,7 +502,7 @@ mod tests {
         for i in 0..1000 {
             let _ = c.get(URL, &format!("t{i}"), None, 0.0, 60.0, || ok(&big));
         }
-        assert!(c.bytes <= PROFILE_CACHE_BYTES);
+        assert!(c.cache.cost() <= PROFILE_CACHE_BYTES);
         assert!(c.len() <= PROFILE_CACHE_ENTRIES);
         assert!(!c.is_empty());
         for i in 0..1000 {

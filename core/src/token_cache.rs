@@ -1,10 +1,11 @@
-//! Verified tokens of one backend, bounded by count and bytes, oldest evicted first. Each
+//! Verified tokens of one backend, bounded by count and bytes, oldest evicted first
+//! ([`Bounded`]). Each
 //! verdict carries until when its revocation check (the profile endpoint) holds.
 
-use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::bounded::Bounded;
 use crate::claims::VerifiedToken;
 
 pub const TOKEN_CACHE_ENTRIES: usize = 1024;
@@ -19,51 +20,44 @@ pub struct Cached {
     pub checked_until: f64,
 }
 
-#[derive(Default)]
 pub struct TokenCache {
-    map: HashMap<Rc<str>, Cached>,
-    order: VecDeque<(Rc<str>, usize)>,
-    bytes: usize,
+    cache: Bounded<Rc<str>, Cached>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache {
+            cache: Bounded::new(TOKEN_CACHE_ENTRIES, TOKEN_CACHE_BYTES),
+        }
+    }
 }
 
 impl TokenCache {
     pub fn get(&self, token: &str) -> Option<&Cached> {
-        self.map.get(token)
+        self.cache.get(token)
     }
 
     /// A new revocation verdict for a cached token.
     pub fn set_checked_until(&mut self, token: &str, until: f64) {
-        if let Some(c) = self.map.get_mut(token) {
+        if let Some(c) = self.cache.get_mut(token) {
             c.checked_until = until;
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.cache.is_empty()
     }
 
+    /// Cost: the token twice (key, and the last-token copy) and its payload.
     pub fn insert(&mut self, token: &str, payload_len: usize, v: Cached) {
-        let cost = 2 * token.len() + payload_len;
-        if cost > TOKEN_CACHE_BYTES || self.map.contains_key(token) {
-            return;
+        if self.cache.get(token).is_none() {
+            self.cache
+                .insert(Rc::from(token), v, 2 * token.len() + payload_len);
         }
-        while self.map.len() >= TOKEN_CACHE_ENTRIES || self.bytes + cost > TOKEN_CACHE_BYTES {
-            let Some((old, c)) = self.order.pop_front() else {
-                break;
-            };
-            self.map.remove(&old);
-            self.bytes -= c;
-        }
-        let key: Rc<str> = Rc::from(token);
-        self.map.insert(key.clone(), v);
-        self.order.push_back((key, cost));
-        self.bytes += cost;
     }
 
     pub fn clear(&mut self) {
-        self.map.clear();
-        self.order.clear();
-        self.bytes = 0;
+        self.cache.clear();
     }
 }
 
@@ -86,7 +80,7 @@ mod tests {
         for i in 0..TOKEN_CACHE_ENTRIES + 10 {
             c.insert(&format!("t{i}"), 10, verified());
         }
-        assert_eq!(c.map.len(), TOKEN_CACHE_ENTRIES);
+        assert_eq!(c.cache.len(), TOKEN_CACHE_ENTRIES);
         assert!(c.get("t0").is_none(), "oldest evicted");
         assert!(c.get(&format!("t{}", TOKEN_CACHE_ENTRIES + 9)).is_some());
         c.clear();
@@ -94,7 +88,7 @@ mod tests {
         for i in 0..1000 {
             c.insert(&format!("{big}{i}"), 1000, verified());
         }
-        assert!(c.bytes <= TOKEN_CACHE_BYTES);
+        assert!(c.cache.cost() <= TOKEN_CACHE_BYTES);
         assert!(!c.is_empty());
     }
 }

@@ -1,0 +1,132 @@
+//! One bounded cache for the core's three: verified tokens ([`crate::token_cache`]), the
+//! profile endpoint's answers per backend and the worker's answers
+//! ([`crate::profile`]). Bounded by a count and by a cost (the bytes an entry holds, as its
+//! owner counts them); the oldest entry goes first (by first insertion). Keys are hashed
+//! with foldhash: they are tokens (up to 16 KiB), for which SipHash costs more than the
+//! rest of a lookup, and only verified tokens (or the answers about them) are inserted, so
+//! nobody can choose colliding keys.
+
+use std::borrow::Borrow;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+type Map<K, V> = HashMap<K, (V, usize), foldhash::fast::RandomState>;
+
+pub struct Bounded<K, V> {
+    map: Map<K, V>,
+    order: VecDeque<K>,
+    cost: usize,
+    max_entries: usize,
+    max_cost: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
+    pub fn new(max_entries: usize, max_cost: usize) -> Self {
+        Bounded {
+            map: Map::default(),
+            order: VecDeque::new(),
+            cost: 0,
+            max_entries,
+            max_cost,
+        }
+    }
+
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(key).map(|(v, _)| v)
+    }
+
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get_mut(key).map(|(v, _)| v)
+    }
+
+    /// Insert or replace; evicts the oldest entries until both bounds hold. An entry that
+    /// alone exceeds the cost bound is not kept (false).
+    pub fn insert(&mut self, key: K, value: V, cost: usize) -> bool {
+        if cost > self.max_cost {
+            return false;
+        }
+        if let Some((old, old_cost)) = self.map.get_mut(&key) {
+            // Keeps its place in the order.
+            *old = value;
+            self.cost = self.cost - *old_cost + cost;
+            *old_cost = cost;
+        } else {
+            self.order.push_back(key.clone());
+            self.map.insert(key, (value, cost));
+            self.cost += cost;
+        }
+        while self.map.len() > self.max_entries || self.cost > self.max_cost {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, c)) = self.map.remove(&oldest) {
+                self.cost -= c;
+            }
+        }
+        true
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+        self.cost = 0;
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn cost(&self) -> usize {
+        self.cost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_by_count_and_cost_oldest_first() {
+        let mut c: Bounded<String, u32> = Bounded::new(3, 100);
+        for i in 0..5 {
+            assert!(c.insert(format!("k{i}"), i, 10));
+        }
+        assert_eq!(c.len(), 3);
+        assert!(c.get("k1").is_none() && c.get("k2") == Some(&2));
+        // A large entry evicts by cost.
+        assert!(c.insert("big".into(), 9, 85));
+        assert_eq!((c.len(), c.cost()), (2, 95));
+        assert!(c.get("k3").is_none() && c.get("k4").is_some());
+        // Too large alone: not kept, nothing evicted.
+        assert!(!c.insert("huge".into(), 0, 101));
+        assert_eq!(c.len(), 2);
+        // Replacing keeps the count and updates the cost.
+        assert!(c.insert("k4".into(), 44, 5));
+        assert_eq!((c.len(), c.cost(), c.get("k4")), (2, 90, Some(&44)));
+        c.clear();
+        assert!(c.is_empty() && c.cost() == 0);
+    }
+
+    #[test]
+    fn a_replaced_key_is_evicted_once() {
+        let mut c: Bounded<u8, ()> = Bounded::new(2, 1000);
+        c.insert(1, (), 1);
+        c.insert(1, (), 1);
+        c.insert(2, (), 1);
+        c.insert(3, (), 1);
+        assert_eq!(c.len(), 2);
+        assert!(c.get(&1).is_none());
+    }
+}
