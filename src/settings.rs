@@ -20,7 +20,7 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use outseta_auth_core::config::ProfileCheck;
+use outseta_auth_core::config::{defaults, ProfileCheck};
 use outseta_auth_core::fetch::{domain_url, validate_url, FetchLimits};
 use outseta_auth_core::jwks::KeySet;
 use outseta_auth_core::policy::parse_algorithms;
@@ -31,35 +31,263 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_guard;
 use pgrx::pg_sys::{self, GucSource};
 
-pub static TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
-static DOMAIN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
-static JWKS_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
-static JWKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
-static ALGORITHMS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"RS256"));
-static ISSUER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
-static AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
-static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(30);
-static CACHE_TTL: GucSetting<i32> = GucSetting::<i32>::new(300);
-static REFRESH_MIN_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(30);
-static MAX_STALE: GucSetting<i32> = GucSetting::<i32>::new(86_400);
-static HTTP_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5000);
-static HTTP_CONNECT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(2000);
-pub static TOKEN_SOURCES: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"setting,cookie,header"));
-pub static TOKEN_COOKIE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"Outseta.nocode.accessToken"));
-pub static TOKEN_HEADER: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c""));
-pub static AUTHENTICATED_ROLE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c""));
-pub static COOKIE_ORIGINS: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c""));
+/// Every setting, each in one entry: the static Postgres keeps its value in, its name, its
+/// default (from the core's [`defaults`] where the core has one too), its bounds and unit,
+/// who may set it, its check hook, and its help text. The kinds:
+/// - `user_string`: settable by anyone (only the token); a check hook, no assign hook;
+/// - `su_string`, `su_int`, `su_bool`: superuser-only (`PGC_SUSET`), with an assign hook
+///   that moves [`generation`] (the engine rebuilds its configuration);
+/// - `su_bool_sql`: superuser-only, read by SQL only (no generation);
+/// - `secret`: superuser-only, never shown (a show hook), hidden from `SHOW ALL`.
+///
+/// [`build_config`] is where the values feed the core's [`Config`].
+macro_rules! settings {
+    (@declared [$($s:ident)*]) => {
+        /// Register every setting declared above (from `_PG_init`), in order.
+        fn register_declared() {
+            $( $s::register(); )*
+        }
+    };
+    (@declared [$($done:ident)*]
+        $(#[doc = $doc:literal])*
+        $vis:vis user_string $s:ident $name:literal = $default:expr,
+            check $check:expr, $short:literal, $long:literal;
+        $($rest:tt)*
+    ) => {
+        $(#[doc = $doc])*
+        $vis static $s: GucSetting<Option<CString>> =
+            GucSetting::<Option<CString>>::new(Some($default));
+        #[allow(non_snake_case)]
+        mod $s {
+            use super::*;
+            pub fn register() {
+                // SAFETY: the check hook is guarded and has the signature Postgres expects.
+                unsafe {
+                    GucRegistry::define_string_guc_with_hooks(
+                        $name, $short, $long, &super::$s, GucContext::Userset,
+                        GucFlags::default(), $check, None, None,
+                    )
+                }
+            }
+        }
+        settings!(@declared [$($done)* $s] $($rest)*);
+    };
+    (@declared [$($done:ident)*]
+        $(#[doc = $doc:literal])*
+        $vis:vis su_string $s:ident $name:literal = $default:expr,
+            check $check:expr, $short:literal, $long:literal;
+        $($rest:tt)*
+    ) => {
+        $(#[doc = $doc])*
+        $vis static $s: GucSetting<Option<CString>> =
+            GucSetting::<Option<CString>>::new(Some($default));
+        #[allow(non_snake_case)]
+        mod $s {
+            use super::*;
+            pub fn register() {
+                // SAFETY: the assign hook cannot panic (one atomic add); check hooks are
+                // guarded; both have the signatures Postgres expects.
+                unsafe {
+                    GucRegistry::define_string_guc_with_hooks(
+                        $name, $short, $long, &super::$s, GucContext::Suset,
+                        GucFlags::default(), $check, Some(bump_str), None,
+                    )
+                }
+            }
+        }
+        settings!(@declared [$($done)* $s] $($rest)*);
+    };
+    (@declared [$($done:ident)*]
+        $(#[doc = $doc:literal])*
+        $vis:vis su_int $s:ident $name:literal = $default:expr,
+            range ($min:expr, $max:expr), unit $unit:ident, $short:literal, $long:literal;
+        $($rest:tt)*
+    ) => {
+        $(#[doc = $doc])*
+        $vis static $s: GucSetting<i32> = GucSetting::<i32>::new($default);
+        #[allow(non_snake_case)]
+        mod $s {
+            use super::*;
+            pub fn register() {
+                // SAFETY: the assign hook cannot panic (one atomic add).
+                unsafe {
+                    GucRegistry::define_int_guc_with_hooks(
+                        $name, $short, $long, &super::$s, $min, $max, GucContext::Suset,
+                        GucFlags::$unit, None, Some(bump_int), None,
+                    )
+                }
+            }
+        }
+        settings!(@declared [$($done)* $s] $($rest)*);
+    };
+    (@declared [$($done:ident)*]
+        $(#[doc = $doc:literal])*
+        $vis:vis su_bool $s:ident $name:literal = $default:expr, $short:literal, $long:literal;
+        $($rest:tt)*
+    ) => {
+        $(#[doc = $doc])*
+        $vis static $s: GucSetting<bool> = GucSetting::<bool>::new($default);
+        #[allow(non_snake_case)]
+        mod $s {
+            use super::*;
+            pub fn register() {
+                // SAFETY: the assign hook cannot panic (one atomic add).
+                unsafe {
+                    GucRegistry::define_bool_guc_with_hooks(
+                        $name, $short, $long, &super::$s, GucContext::Suset,
+                        GucFlags::default(), None, Some(bump_bool), None,
+                    )
+                }
+            }
+        }
+        settings!(@declared [$($done)* $s] $($rest)*);
+    };
+    (@declared [$($done:ident)*]
+        $(#[doc = $doc:literal])*
+        $vis:vis su_bool_sql $s:ident $name:literal = $default:expr, $short:literal, $long:literal;
+        $($rest:tt)*
+    ) => {
+        $(#[doc = $doc])*
+        $vis static $s: GucSetting<bool> = GucSetting::<bool>::new($default);
+        #[allow(non_snake_case)]
+        mod $s {
+            use super::*;
+            pub fn register() {
+                GucRegistry::define_bool_guc(
+                    $name, $short, $long, &super::$s, GucContext::Suset, GucFlags::default(),
+                );
+            }
+        }
+        settings!(@declared [$($done)* $s] $($rest)*);
+    };
+    (@declared [$($done:ident)*]
+        $(#[doc = $doc:literal])*
+        $vis:vis secret $s:ident $name:literal = $default:expr,
+            check $check:expr, show $show:expr, $short:literal, $long:literal;
+        $($rest:tt)*
+    ) => {
+        $(#[doc = $doc])*
+        $vis static $s: GucSetting<Option<CString>> =
+            GucSetting::<Option<CString>>::new(Some($default));
+        #[allow(non_snake_case)]
+        mod $s {
+            use super::*;
+            pub fn register() {
+                // SAFETY: the check hook is guarded; the show hook only returns static
+                // strings; both have the signatures Postgres expects.
+                unsafe {
+                    GucRegistry::define_string_guc_with_hooks(
+                        $name, $short, $long, &super::$s, GucContext::Suset,
+                        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL, $check, None,
+                        Some($show),
+                    )
+                }
+            }
+        }
+        settings!(@declared [$($done)* $s] $($rest)*);
+    };
+    ($($entries:tt)*) => {
+        settings!(@declared [] $($entries)*);
+    };
+}
 
-static PROFILE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
-static PROFILE_TTL: GucSetting<i32> = GucSetting::<i32>::new(60);
-static PROFILE_CHECK: GucSetting<bool> = GucSetting::<bool>::new(false);
-static PRE_REQUEST_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(false);
-static WEBHOOK_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
+settings! {
+    /// The token of the current request: the only setting anyone may set.
+    pub user_string TOKEN c"outseta_auth.token" = c"",
+        check Some(check_token),
+        c"The Outseta access token of the current request (set per transaction).",
+        c"Use SET LOCAL or set_config('outseta_auth.token', token, true). Empty means no token. Role, database and server defaults are refused.";
+    su_string DOMAIN c"outseta_auth.domain" = c"",
+        check Some(check_domain),
+        c"Outseta domain, e.g. myapp.outseta.com; keys come from https://<domain>/.well-known/jwks.",
+        c"Overridden by outseta_auth.jwks_url and outseta_auth.jwks.";
+    su_string JWKS_URL c"outseta_auth.jwks_url" = c"",
+        check Some(check_jwks_url),
+        c"Explicit JWKS URL (https, or http to loopback only). Overrides outseta_auth.domain.",
+        c"";
+    su_string JWKS c"outseta_auth.jwks" = c"",
+        check Some(check_jwks),
+        c"A literal JWKS document; when set, it is used instead of fetching.",
+        c"For air-gapped servers and tests.";
+    su_string ALGORITHMS c"outseta_auth.algorithms" = defaults::ALGORITHMS,
+        check Some(check_algorithms),
+        c"Comma list of accepted signature algorithms (default RS256). none and HS* are never accepted.",
+        c"";
+    su_string ISSUER c"outseta_auth.issuer" = c"",
+        check None,
+        c"Comma list of accepted iss values; empty means iss is not checked.",
+        c"";
+    su_string AUDIENCE c"outseta_auth.audience" = c"",
+        check None,
+        c"Comma list of accepted aud values; empty means aud must equal outseta_auth.domain when that is set, and is not checked otherwise.",
+        c"";
+    su_int LEEWAY c"outseta_auth.leeway" = defaults::LEEWAY,
+        range (0, 3600), unit UNIT_S,
+        c"Clock skew tolerated for exp, nbf and iat.",
+        c"";
+    su_int CACHE_TTL c"outseta_auth.jwks_cache_ttl" = defaults::JWKS_CACHE_TTL,
+        range (1, 86_400), unit UNIT_S,
+        c"How long fetched keys are fresh when the server sends no Cache-Control max-age.",
+        c"";
+    su_int REFRESH_MIN_INTERVAL c"outseta_auth.jwks_refresh_min_interval" =
+        defaults::JWKS_REFRESH_MIN_INTERVAL,
+        range (0, 3600), unit UNIT_S,
+        c"Minimum time between two fetches of the JWKS (unknown kids and failures included).",
+        c"";
+    su_int MAX_STALE c"outseta_auth.jwks_max_stale" = defaults::JWKS_MAX_STALE,
+        range (60, 30 * 86_400), unit UNIT_S,
+        c"How long fetched keys may be used after the last successful fetch while refreshes fail; then verification fails closed.",
+        c"";
+    su_int HTTP_TIMEOUT c"outseta_auth.http_timeout" = defaults::HTTP_TIMEOUT,
+        range (100, 60_000), unit UNIT_MS,
+        c"Total time allowed for one JWKS fetch.",
+        c"";
+    su_int HTTP_CONNECT_TIMEOUT c"outseta_auth.http_connect_timeout" =
+        defaults::HTTP_CONNECT_TIMEOUT,
+        range (100, 60_000), unit UNIT_MS,
+        c"Time allowed to connect to the JWKS server.",
+        c"";
+    pub su_string TOKEN_SOURCES c"outseta_auth.token_sources" = defaults::TOKEN_SOURCES,
+        check Some(check_token_sources),
+        c"Where the accessors look for the token, in order: setting, cookie, header.",
+        c"";
+    pub su_string TOKEN_COOKIE c"outseta_auth.token_cookie" = defaults::TOKEN_COOKIE,
+        check None,
+        c"Cookie (in request.cookies) that carries the token; Outseta's script uses Outseta.nocode.accessToken.",
+        c"";
+    pub su_string TOKEN_HEADER c"outseta_auth.token_header" = c"",
+        check None,
+        c"Request header (in request.headers, lower case) that carries the token; empty disables it.",
+        c"A \"Bearer \" prefix is stripped.";
+    pub su_string AUTHENTICATED_ROLE c"outseta_auth.authenticated_role" = c"",
+        check None,
+        c"Role that outseta_pre_request() switches a request with a valid token to (SET LOCAL ROLE); empty: no switch.",
+        c"PostgREST's authenticator role must be a member of it.";
+    /// Read only by outseta_pre_request() (PL/pgSQL, current_setting); superuser-only
+    /// because it decides what Supabase's policies see as the request's claims.
+    su_bool_sql PRE_REQUEST_CLAIMS c"outseta_auth.pre_request_claims" = false,
+        c"When on, outseta_pre_request() sets request.jwt.claims (transaction-local) to a valid token's verified claims plus role, for Supabase's auth.jwt()/auth.role().",
+        c"No token: PostgREST's own claims stay. A bad token: 401, claims untouched.";
+    pub su_string COOKIE_ORIGINS c"outseta_auth.cookie_origins" = c"",
+        check Some(check_cookie_origins),
+        c"Comma list of origins (e.g. https://app.example.com) whose requests may use the token cookie besides same-origin ones; empty: same-origin requests only.",
+        c"Same-origin: no Origin, or an Origin matching the request's Host, and Sec-Fetch-Site not same-site. A cookie token is never used for a request whose Sec-Fetch-Site is cross-site.";
+    su_string PROFILE_URL c"outseta_auth.profile_url" = c"",
+        check Some(check_profile_url),
+        c"Outseta's profile endpoint (https, or http to loopback only); empty: https://<domain>/api/v1/profile?fields=*.",
+        c"Used by outseta_profile() and outseta_auth.profile_check.";
+    su_int PROFILE_TTL c"outseta_auth.profile_ttl" = defaults::PROFILE_TTL,
+        range (1, 86_400), unit UNIT_S,
+        c"How long a profile (or a refusal) from the profile endpoint is reused for the same token.",
+        c"";
+    su_bool PROFILE_CHECK c"outseta_auth.profile_check" = false,
+        c"When on, a token is valid only if Outseta's profile endpoint also accepts it (revocation within outseta_auth.profile_ttl).",
+        c"An unreachable endpoint then fails closed (58000).";
+    secret WEBHOOK_SECRET c"outseta_auth.webhook_secret" = c"",
+        check Some(check_webhook_secret), show show_webhook_secret,
+        c"Outseta's webhook key (64 hex characters) for outseta_verify_webhook(); hidden from ordinary roles.",
+        c"Set it in postgresql.conf or with ALTER SYSTEM.";
+}
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Moves whenever a superuser setting changes value.
@@ -244,258 +472,8 @@ unsafe extern "C-unwind" fn check_token(
     )
 }
 
-fn su_string(
-    name: &'static CStr,
-    short: &'static CStr,
-    long: &'static CStr,
-    s: &'static GucSetting<Option<CString>>,
-    check: pg_sys::GucStringCheckHook,
-) {
-    // SAFETY: the assign hook cannot panic (one atomic add); the check hooks are guarded;
-    // both have the signatures Postgres expects.
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            name,
-            short,
-            long,
-            s,
-            GucContext::Suset,
-            GucFlags::default(),
-            check,
-            Some(bump_str),
-            None,
-        )
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn su_int(
-    name: &'static CStr,
-    short: &'static CStr,
-    long: &'static CStr,
-    s: &'static GucSetting<i32>,
-    min: i32,
-    max: i32,
-    unit: GucFlags,
-) {
-    // SAFETY: as for `su_string`.
-    unsafe {
-        GucRegistry::define_int_guc_with_hooks(
-            name,
-            short,
-            long,
-            s,
-            min,
-            max,
-            GucContext::Suset,
-            unit,
-            None,
-            Some(bump_int),
-            None,
-        )
-    }
-}
-
 pub fn register() {
-    // SAFETY: `check_token` is guarded and has the signature Postgres expects.
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            c"outseta_auth.token",
-            c"The Outseta access token of the current request (set per transaction).",
-            c"Use SET LOCAL or set_config('outseta_auth.token', token, true). Empty means no token. Role, database and server defaults are refused.",
-            &TOKEN,
-            GucContext::Userset,
-            GucFlags::default(),
-            Some(check_token),
-            None,
-            None,
-        )
-    };
-    su_string(
-        c"outseta_auth.domain",
-        c"Outseta domain, e.g. myapp.outseta.com; keys come from https://<domain>/.well-known/jwks.",
-        c"Overridden by outseta_auth.jwks_url and outseta_auth.jwks.",
-        &DOMAIN,
-        Some(check_domain),
-    );
-    su_string(
-        c"outseta_auth.jwks_url",
-        c"Explicit JWKS URL (https, or http to loopback only). Overrides outseta_auth.domain.",
-        c"",
-        &JWKS_URL,
-        Some(check_jwks_url),
-    );
-    su_string(
-        c"outseta_auth.jwks",
-        c"A literal JWKS document; when set, it is used instead of fetching.",
-        c"For air-gapped servers and tests.",
-        &JWKS,
-        Some(check_jwks),
-    );
-    su_string(
-        c"outseta_auth.algorithms",
-        c"Comma list of accepted signature algorithms (default RS256). none and HS* are never accepted.",
-        c"",
-        &ALGORITHMS,
-        Some(check_algorithms),
-    );
-    su_string(
-        c"outseta_auth.issuer",
-        c"Comma list of accepted iss values; empty means iss is not checked.",
-        c"",
-        &ISSUER,
-        None,
-    );
-    su_string(
-        c"outseta_auth.audience",
-        c"Comma list of accepted aud values; empty means aud must equal outseta_auth.domain when that is set, and is not checked otherwise.",
-        c"",
-        &AUDIENCE,
-        None,
-    );
-    su_int(
-        c"outseta_auth.leeway",
-        c"Clock skew tolerated for exp, nbf and iat.",
-        c"",
-        &LEEWAY,
-        0,
-        3600,
-        GucFlags::UNIT_S,
-    );
-    su_int(
-        c"outseta_auth.jwks_cache_ttl",
-        c"How long fetched keys are fresh when the server sends no Cache-Control max-age.",
-        c"",
-        &CACHE_TTL,
-        1,
-        86400,
-        GucFlags::UNIT_S,
-    );
-    su_int(
-        c"outseta_auth.jwks_refresh_min_interval",
-        c"Minimum time between two fetches of the JWKS (unknown kids and failures included).",
-        c"",
-        &REFRESH_MIN_INTERVAL,
-        0,
-        3600,
-        GucFlags::UNIT_S,
-    );
-    su_int(
-        c"outseta_auth.jwks_max_stale",
-        c"How long fetched keys may be used after the last successful fetch while refreshes fail; then verification fails closed.",
-        c"",
-        &MAX_STALE,
-        60,
-        30 * 86_400,
-        GucFlags::UNIT_S,
-    );
-    su_int(
-        c"outseta_auth.http_timeout",
-        c"Total time allowed for one JWKS fetch.",
-        c"",
-        &HTTP_TIMEOUT,
-        100,
-        60_000,
-        GucFlags::UNIT_MS,
-    );
-    su_int(
-        c"outseta_auth.http_connect_timeout",
-        c"Time allowed to connect to the JWKS server.",
-        c"",
-        &HTTP_CONNECT_TIMEOUT,
-        100,
-        60_000,
-        GucFlags::UNIT_MS,
-    );
-    su_string(
-        c"outseta_auth.token_sources",
-        c"Where the accessors look for the token, in order: setting, cookie, header.",
-        c"",
-        &TOKEN_SOURCES,
-        Some(check_token_sources),
-    );
-    su_string(
-        c"outseta_auth.token_cookie",
-        c"Cookie (in request.cookies) that carries the token; Outseta's script uses Outseta.nocode.accessToken.",
-        c"",
-        &TOKEN_COOKIE,
-        None,
-    );
-    su_string(
-        c"outseta_auth.token_header",
-        c"Request header (in request.headers, lower case) that carries the token; empty disables it.",
-        c"A \"Bearer \" prefix is stripped.",
-        &TOKEN_HEADER,
-        None,
-    );
-    su_string(
-        c"outseta_auth.authenticated_role",
-        c"Role that outseta_pre_request() switches a request with a valid token to (SET LOCAL ROLE); empty: no switch.",
-        c"PostgREST's authenticator role must be a member of it.",
-        &AUTHENTICATED_ROLE,
-        None,
-    );
-    // Read only by outseta_pre_request() (PL/pgSQL, current_setting); superuser-only
-    // because it decides what Supabase's policies see as the request's claims.
-    GucRegistry::define_bool_guc(
-        c"outseta_auth.pre_request_claims",
-        c"When on, outseta_pre_request() sets request.jwt.claims (transaction-local) to a valid token's verified claims plus role, for Supabase's auth.jwt()/auth.role().",
-        c"No token: PostgREST's own claims stay. A bad token: 401, claims untouched.",
-        &PRE_REQUEST_CLAIMS,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    su_string(
-        c"outseta_auth.cookie_origins",
-        c"Comma list of origins (e.g. https://app.example.com) whose requests may use the token cookie besides same-origin ones; empty: same-origin requests only.",
-        c"Same-origin: no Origin, or an Origin matching the request's Host, and Sec-Fetch-Site not same-site. A cookie token is never used for a request whose Sec-Fetch-Site is cross-site.",
-        &COOKIE_ORIGINS,
-        Some(check_cookie_origins),
-    );
-    su_string(
-        c"outseta_auth.profile_url",
-        c"Outseta's profile endpoint (https, or http to loopback only); empty: https://<domain>/api/v1/profile?fields=*.",
-        c"Used by outseta_profile() and outseta_auth.profile_check.",
-        &PROFILE_URL,
-        Some(check_profile_url),
-    );
-    su_int(
-        c"outseta_auth.profile_ttl",
-        c"How long a profile (or a refusal) from the profile endpoint is reused for the same token.",
-        c"",
-        &PROFILE_TTL,
-        1,
-        86_400,
-        GucFlags::UNIT_S,
-    );
-    // SAFETY: the assign hook cannot panic (one atomic add).
-    unsafe {
-        GucRegistry::define_bool_guc_with_hooks(
-            c"outseta_auth.profile_check",
-            c"When on, a token is valid only if Outseta's profile endpoint also accepts it (revocation within outseta_auth.profile_ttl).",
-            c"An unreachable endpoint then fails closed (58000).",
-            &PROFILE_CHECK,
-            GucContext::Suset,
-            GucFlags::default(),
-            None,
-            Some(bump_bool),
-            None,
-        )
-    };
-    // SAFETY: `check_webhook_secret` is guarded and has the signature Postgres expects.
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            c"outseta_auth.webhook_secret",
-            c"Outseta's webhook key (64 hex characters) for outseta_verify_webhook(); hidden from ordinary roles.",
-            c"Set it in postgresql.conf or with ALTER SYSTEM.",
-            &WEBHOOK_SECRET,
-            GucContext::Suset,
-            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
-            Some(check_webhook_secret),
-            None,
-            Some(show_webhook_secret),
-        )
-    };
+    register_declared();
     // Reserving the prefix turns a typo such as `SET outseta_auth.jwks_ur = ...` into an
     // error instead of a silently ignored placeholder (PostgreSQL 15 on; 14 can only warn
     // about placeholders that exist now).

@@ -22,6 +22,26 @@ impl KeySource {
     }
 }
 
+/// The settings' defaults, written once: the settings' declarations (`src/settings.rs`)
+/// and the core's `Default` impls both use these.
+pub mod defaults {
+    use std::ffi::CStr;
+
+    pub const ALGORITHMS: &CStr = c"RS256";
+    /// Seconds.
+    pub const LEEWAY: i32 = 30;
+    pub const JWKS_CACHE_TTL: i32 = 300;
+    pub const JWKS_REFRESH_MIN_INTERVAL: i32 = 30;
+    pub const JWKS_MAX_STALE: i32 = 86_400;
+    pub const PROFILE_TTL: i32 = 60;
+    /// Milliseconds.
+    pub const HTTP_TIMEOUT: i32 = 5000;
+    pub const HTTP_CONNECT_TIMEOUT: i32 = 2000;
+    pub const TOKEN_SOURCES: &CStr = c"setting,cookie,header";
+    /// Outseta's script keeps the access token in this cookie (`tokenStorage: 'cookie'`).
+    pub const TOKEN_COOKIE: &CStr = c"Outseta.nocode.accessToken";
+}
+
 /// Upper bound on how long a `Cache-Control: max-age` may keep keys.
 pub const MAX_TTL: u64 = 24 * 3600;
 
@@ -43,9 +63,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            ttl: 300,
-            min_interval: 30,
-            max_stale: 86_400,
+            ttl: defaults::JWKS_CACHE_TTL as u64,
+            min_interval: defaults::JWKS_REFRESH_MIN_INTERVAL as u64,
+            max_stale: defaults::JWKS_MAX_STALE as u64,
             limits: FetchLimits::default(),
         }
     }

@@ -27,10 +27,10 @@ impl FetchLimits {
 
 impl Default for FetchLimits {
     fn default() -> Self {
-        FetchLimits {
-            total: Duration::from_secs(5),
-            connect: Duration::from_secs(2),
-        }
+        FetchLimits::from_ms(
+            crate::config::defaults::HTTP_TIMEOUT as u64,
+            crate::config::defaults::HTTP_CONNECT_TIMEOUT as u64,
+        )
     }
 }
 

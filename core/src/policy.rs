@@ -107,11 +107,13 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
+        use crate::config::defaults;
         Policy {
-            algorithms: vec![Alg::RS256],
+            algorithms: parse_algorithms(defaults::ALGORITHMS.to_str().expect("ASCII"))
+                .expect("the default algorithms parse"),
             issuers: vec![],
             audiences: vec![],
-            leeway: 30,
+            leeway: defaults::LEEWAY as i64,
         }
     }
 }
