@@ -35,8 +35,8 @@ thread_local! {
 
 /// The profile for `token`, which has passed JWKS verification as `v` (`outseta_profile()`).
 pub fn profile_of(token: &str, v: &VerifiedToken) -> Result<Arc<str>, AuthError> {
-    let (url, ttl, limits) = settings::profile_settings()?;
-    answer(&url, ttl, limits, token, v).map(|(p, _)| p)
+    let how = settings::profile_settings()?;
+    answer(&how.url, how.ttl, how.limits, token, v).map(|(p, _)| p)
 }
 
 /// The endpoint's answer for `token` and when it was given: from this backend's cache

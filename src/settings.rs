@@ -566,8 +566,7 @@ pub fn build_config() -> Result<Config, AuthError> {
             ),
         },
         profile: if PROFILE_CHECK.get() {
-            let (url, ttl, limits) = profile_settings()?;
-            Some(ProfileCheck { url, ttl, limits })
+            Some((*profile_settings()?).clone())
         } else {
             None
         },
@@ -580,13 +579,28 @@ pub fn webhook_key() -> Result<WebhookKey, AuthError> {
 }
 
 /// The profile endpoint, its TTL in seconds, and the request limits (`outseta_profile()`;
-/// with `profile_check` on, resolved once per change into the engine's [`Config`]).
-pub fn profile_settings() -> Result<(String, f64, FetchLimits), AuthError> {
+/// with `profile_check` on, also in the engine's [`Config`]): resolved once per change of
+/// the settings ([`generation`]), so that a per-row `outseta_profile()` resolves nothing.
+pub fn profile_settings() -> Result<std::rc::Rc<ProfileCheck>, AuthError> {
+    thread_local! {
+        static RESOLVED: std::cell::RefCell<Option<(u64, std::rc::Rc<ProfileCheck>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let g = generation();
+    if let Some(p) = RESOLVED.with_borrow(|r| {
+        r.as_ref()
+            .filter(|(at, _)| *at == g)
+            .map(|(_, p)| p.clone())
+    }) {
+        return Ok(p);
+    }
     let url =
         outseta_auth_core::profile::resolve_url(borrow_str(&PROFILE_URL), borrow_str(&DOMAIN))?;
-    Ok((
+    let resolved = std::rc::Rc::new(ProfileCheck {
         url,
-        PROFILE_TTL.get().max(1) as f64,
-        FetchLimits::from_ms(HTTP_TIMEOUT.get() as u64, HTTP_CONNECT_TIMEOUT.get() as u64),
-    ))
+        ttl: PROFILE_TTL.get().max(1) as f64,
+        limits: FetchLimits::from_ms(HTTP_TIMEOUT.get() as u64, HTTP_CONNECT_TIMEOUT.get() as u64),
+    });
+    RESOLVED.set(Some((g, resolved.clone())));
+    Ok(resolved)
 }
