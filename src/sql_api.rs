@@ -30,14 +30,16 @@ thread_local! {
 
 use crate::keys::with_keys;
 
-/// Verify `token` with the per-backend engine. Errors are returned, not raised, so that
-/// no RefCell borrow is held while Postgres unwinds.
+/// Verify `token` with the per-backend engine. Verification errors are returned, not
+/// raised, so that the engine's borrow has ended before Postgres reports them.
 pub(crate) fn verify(token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
     with_verified(token.as_bytes(), |v| v.clone())
 }
 
 /// Verify `token` and hand its verdict to `f`: on a cache hit (the per-row path) inside
-/// the engine's borrow, with no copy of the verdict; `f` must not raise.
+/// the engine's borrow, with no copy of the verdict. `f` must not re-enter the engine; a
+/// Postgres ERROR in it (out of memory in palloc) unwinds as a Rust panic, which releases
+/// the borrow.
 fn with_verified<R>(
     token: &[u8],
     f: impl FnOnce(&Arc<VerifiedToken>) -> R,

@@ -29,8 +29,8 @@ struct JsonPick {
 }
 
 impl JsonPick {
-    /// For a header (`is_header`), the name is matched in lower case (PostgREST lower-cases
-    /// header names) and a `Bearer ` prefix is stripped; cookie names are matched exactly.
+    /// For a header (`is_header`; `key` in lower case, as PostgREST lower-cases header
+    /// names) a `Bearer ` prefix is stripped; cookie names are matched exactly.
     fn pick(
         &mut self,
         raw: &[u8],
@@ -39,13 +39,8 @@ impl JsonPick {
         setting: &'static str,
     ) -> Result<Option<Rc<str>>, AuthError> {
         if self.raw != raw || self.key != key {
-            let lookup = if is_header {
-                key.to_ascii_lowercase()
-            } else {
-                key.to_string()
-            };
             // Refuses oversize text before anything is copied.
-            let found = json_member(raw, &lookup, setting)?;
+            let found = json_member(raw, key, setting)?;
             self.raw = raw.to_vec();
             self.key = key.to_string();
             self.picked = found
@@ -59,8 +54,8 @@ impl JsonPick {
     }
 }
 
-/// The CSRF verdict for the cookie, cached by the `request.headers` text and the settings
-/// generation (so a per-row accessor compares bytes instead of parsing JSON).
+/// The CSRF verdict for the cookie, cached by the `request.headers` text and the rules it
+/// was judged under (so a per-row accessor compares bytes instead of parsing JSON).
 #[derive(Default)]
 struct CookieGate {
     headers: Vec<u8>,
@@ -69,26 +64,73 @@ struct CookieGate {
 }
 
 impl CookieGate {
-    fn allowed(&mut self, headers: &[u8]) -> Result<bool, AuthError> {
-        let generation = settings::generation();
-        if self.generation != generation || self.headers != headers {
+    fn allowed(&mut self, headers: &[u8], rules: &RequestRules) -> Result<bool, AuthError> {
+        if self.generation != rules.generation || self.headers != headers {
             let [site, origin, host] = json_members(
                 headers,
                 ["sec-fetch-site", "origin", "host"],
                 "request.headers",
             )?;
-            let origins = parse_origins(borrow_str(&settings::COOKIE_ORIGINS))?;
             self.allowed = cookie_allowed(
                 site.as_deref(),
                 origin.as_deref(),
                 host.as_deref(),
-                &origins,
+                &rules.origins,
             );
             self.headers = headers.to_vec();
-            self.generation = generation;
+            self.generation = rules.generation;
         }
         Ok(self.allowed)
     }
+}
+
+/// Everything the token lookup derives from the settings (`token_sources`, `token_cookie`,
+/// `token_header`, `cookie_origins`), resolved once per change of them ([`settings::generation`]):
+/// the per-row path parses nothing and reads no setting but the token's own.
+struct RequestRules {
+    generation: u64,
+    sources: [Option<TokenSource>; 3],
+    cookie: String,
+    /// Lower case (PostgREST lower-cases header names); empty: no header source.
+    header: String,
+    origins: Vec<String>,
+}
+
+impl RequestRules {
+    fn resolve(generation: u64) -> Result<RequestRules, AuthError> {
+        let mut sources = [None; 3];
+        for (slot, s) in sources
+            .iter_mut()
+            .zip(parse_token_sources(borrow_str(&settings::TOKEN_SOURCES))?)
+        {
+            *slot = Some(s);
+        }
+        Ok(RequestRules {
+            generation,
+            sources,
+            cookie: borrow_str(&settings::TOKEN_COOKIE).to_string(),
+            header: borrow_str(&settings::TOKEN_HEADER)
+                .trim()
+                .to_ascii_lowercase(),
+            origins: parse_origins(borrow_str(&settings::COOKIE_ORIGINS))?,
+        })
+    }
+}
+
+/// The current [`RequestRules`] (an error when a setting does not parse, every time).
+fn rules() -> Result<Rc<RequestRules>, AuthError> {
+    thread_local! {
+        static RULES: RefCell<Option<Rc<RequestRules>>> = const { RefCell::new(None) };
+    }
+    let generation = settings::generation();
+    if let Some(r) =
+        RULES.with_borrow(|r| r.as_ref().filter(|r| r.generation == generation).cloned())
+    {
+        return Ok(r);
+    }
+    let r = Rc::new(RequestRules::resolve(generation)?);
+    RULES.set(Some(r.clone()));
+    Ok(r)
 }
 
 thread_local! {
@@ -100,12 +142,12 @@ thread_local! {
 /// False when `request.headers` show a browser request from another origin that
 /// `outseta_auth.cookie_origins` does not list (see [`cookie_allowed`]): the cookie then
 /// carries no identity and the request is anonymous.
-fn cookie_may_be_used() -> Result<bool, AuthError> {
+fn cookie_may_be_used(rules: &RequestRules) -> Result<bool, AuthError> {
     let headers = other_setting(c"request.headers");
     if headers.is_empty() {
         return Ok(true);
     }
-    GATE.with_borrow_mut(|g| g.allowed(headers))
+    GATE.with_borrow_mut(|g| g.allowed(headers, rules))
 }
 
 pub fn strip_bearer_prefix(t: &str) -> &str {
@@ -143,34 +185,11 @@ fn from_json_setting(
     cell.with_borrow_mut(|c| c.pick(raw, key, is_header, name))
 }
 
-/// `outseta_auth.token_sources`, parsed once per change of the settings (validated when
-/// set); the per-row path reads a copy of at most three values and allocates nothing.
-fn token_sources() -> Result<[Option<TokenSource>; 3], AuthError> {
-    thread_local! {
-        static SOURCES: std::cell::Cell<Option<(u64, [Option<TokenSource>; 3])>> =
-            const { std::cell::Cell::new(None) };
-    }
-    let generation = settings::generation();
-    if let Some((g, sources)) = SOURCES.get() {
-        if g == generation {
-            return Ok(sources);
-        }
-    }
-    let mut sources = [None; 3];
-    for (slot, s) in sources
-        .iter_mut()
-        .zip(parse_token_sources(borrow_str(&settings::TOKEN_SOURCES))?)
-    {
-        *slot = Some(s);
-    }
-    SOURCES.set(Some((generation, sources)));
-    Ok(sources)
-}
-
 /// Call `f` with the current token's bytes (None when no source has one). Bytes, because
 /// the per-row path compares them with the last verified token without validating UTF-8.
 pub fn with_current_token<R>(f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, AuthError> {
-    for source in token_sources()?.into_iter().flatten() {
+    let rules = rules()?;
+    for source in rules.sources.into_iter().flatten() {
         match source {
             TokenSource::Setting => {
                 let t = borrow_bytes(&settings::TOKEN).trim_ascii();
@@ -179,19 +198,19 @@ pub fn with_current_token<R>(f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, Au
                 }
             }
             TokenSource::Cookie => {
-                let cookie = borrow_str(&settings::TOKEN_COOKIE);
-                if let Some(t) = from_json_setting(&COOKIES, c"request.cookies", cookie, false)? {
-                    if cookie_may_be_used()? {
+                let found = from_json_setting(&COOKIES, c"request.cookies", &rules.cookie, false)?;
+                if let Some(t) = found {
+                    if cookie_may_be_used(&rules)? {
                         return Ok(f(Some(t.as_bytes())));
                     }
                 }
             }
             TokenSource::Header => {
-                let header = borrow_str(&settings::TOKEN_HEADER).trim();
-                if header.is_empty() {
+                if rules.header.is_empty() {
                     continue;
                 }
-                if let Some(t) = from_json_setting(&HEADERS, c"request.headers", header, true)? {
+                let found = from_json_setting(&HEADERS, c"request.headers", &rules.header, true)?;
+                if let Some(t) = found {
                     return Ok(f(Some(t.as_bytes())));
                 }
             }

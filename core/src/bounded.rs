@@ -1,7 +1,7 @@
 //! One bounded cache for the core's three: verified tokens ([`crate::token_cache`]), the
 //! profile endpoint's answers per backend and the worker's answers
 //! ([`crate::profile`]). Bounded by a count and by a cost (the bytes an entry holds, as its
-//! owner counts them); the oldest entry goes first (by first insertion). Keys are hashed
+//! owner counts them); the oldest entry goes first (a replaced entry counts as new). Keys are hashed
 //! with foldhash: they are tokens (up to 16 KiB), for which SipHash costs more than the
 //! rest of a lookup, and only verified tokens (or the answers about them) are inserted, so
 //! nobody can choose colliding keys.
@@ -47,22 +47,22 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         self.map.get_mut(key).map(|(v, _)| v)
     }
 
-    /// Insert or replace; evicts the oldest entries until both bounds hold. An entry that
-    /// alone exceeds the cost bound is not kept (false).
+    /// Insert or replace (a replaced entry moves to the back); evicts the oldest entries
+    /// until both bounds hold. Returns whether the entry is kept: not when it alone exceeds
+    /// the cost bound.
     pub fn insert(&mut self, key: K, value: V, cost: usize) -> bool {
         if cost > self.max_cost {
             return false;
         }
-        if let Some((old, old_cost)) = self.map.get_mut(&key) {
-            // Keeps its place in the order.
-            *old = value;
-            self.cost = self.cost - *old_cost + cost;
-            *old_cost = cost;
-        } else {
-            self.order.push_back(key.clone());
-            self.map.insert(key, (value, cost));
-            self.cost += cost;
+        if let Some((_, old_cost)) = self.map.remove(&key) {
+            // Replacements are rare (a profile answer once per TTL): a linear scan of at
+            // most `max_entries` keys.
+            self.order.retain(|k| *k != key);
+            self.cost -= old_cost;
         }
+        self.order.push_back(key.clone());
+        self.map.insert(key.clone(), (value, cost));
+        self.cost += cost;
         while self.map.len() > self.max_entries || self.cost > self.max_cost {
             let Some(oldest) = self.order.pop_front() else {
                 break;
@@ -71,7 +71,7 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
                 self.cost -= c;
             }
         }
-        true
+        self.map.contains_key(&key)
     }
 
     pub fn clear(&mut self) {
@@ -115,18 +115,22 @@ mod tests {
         // Replacing keeps the count and updates the cost.
         assert!(c.insert("k4".into(), 44, 5));
         assert_eq!((c.len(), c.cost(), c.get("k4")), (2, 90, Some(&44)));
+        // A replacement whose cost evicts everything else is kept; one that cannot fit
+        // beside nothing is refused.
+        assert!(c.insert("k4".into(), 45, 100));
+        assert_eq!((c.len(), c.cost()), (1, 100));
         c.clear();
         assert!(c.is_empty() && c.cost() == 0);
     }
 
     #[test]
-    fn a_replaced_key_is_evicted_once() {
+    fn a_replaced_key_moves_to_the_back() {
         let mut c: Bounded<u8, ()> = Bounded::new(2, 1000);
         c.insert(1, (), 1);
-        c.insert(1, (), 1);
         c.insert(2, (), 1);
+        c.insert(1, (), 1);
         c.insert(3, (), 1);
         assert_eq!(c.len(), 2);
-        assert!(c.get(&1).is_none());
+        assert!(c.get(&2).is_none() && c.get(&1).is_some() && c.get(&3).is_some());
     }
 }

@@ -644,6 +644,10 @@ mod tests {
         let (mut c, ..) = setup(DAY as u64);
         let e = shared_verify(&mut c, &token, &mut keys, &mut memory, t0 + 31.0 * DAY);
         assert_eq!(e.unwrap_err().code(), "expired");
+        assert_eq!(
+            memory.hits, 2,
+            "the expired token was a hit, and still refused"
+        );
     }
 
     #[test]

@@ -183,13 +183,15 @@ fn databases_with_other_trust_settings_never_share_an_entry() {
 #[test]
 fn a_withdrawn_key_clears_the_entries() {
     let _alone = alone();
-    // An issuer of its own: its key is withdrawn below.
-    let server = Server::start("127.0.0.1:0", Issuer::new(ISSUER)).unwrap();
+    // An issuer of its own: its key is withdrawn below. Kept for the process (its URL is
+    // fetched every second from now on: no later server may take its port).
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    let server = SERVER.get_or_init(|| Server::start("127.0.0.1:0", Issuer::new(ISSUER)).unwrap());
     let db = "outseta_withdrawn";
     // Short settings standing in for days: the worker refreshes the keys every second.
     database(
         db,
-        &server,
+        server,
         &[
             "outseta_auth.jwks_cache_ttl = 1",
             "outseta_auth.jwks_refresh_min_interval = 0",

@@ -89,6 +89,8 @@ struct Minute {
     misses: i64,
     max_jwks_slots: i32,
     max_profile_slots: i32,
+    /// Live entries of the cluster's verified-token table (issue 20).
+    max_token_entries: i32,
     worker_rss: Option<u64>,
     backend_rss: Option<u64>,
     opened: u64,
@@ -289,10 +291,11 @@ fn main() {
         {
             let mut ms = minutes.lock().unwrap();
             for (area, n) in slots {
-                let slot = if area == "jwks" {
-                    &mut ms[m].max_jwks_slots
-                } else {
-                    &mut ms[m].max_profile_slots
+                let slot = match area.as_str() {
+                    "jwks" => &mut ms[m].max_jwks_slots,
+                    "profile" => &mut ms[m].max_profile_slots,
+                    "tokens" => &mut ms[m].max_token_entries,
+                    other => panic!("unknown shared area {other}"),
                 };
                 *slot = (*slot).max(n);
             }
@@ -408,9 +411,9 @@ fn main() {
     }
     println!("\nunexpected errors: {unexpected}\n");
     println!(
-        "| minute | backends opened / terminated | worker stops | rotations | long-lived backend: hits / misses (hit ratio) | JWKS slots in use (max) | profile slots in use (max) | worker RSS (MiB) | long-lived backend RSS (MiB) |"
+        "| minute | backends opened / terminated | worker stops | rotations | long-lived backend: hits / misses (hit ratio) | JWKS slots in use (max) | profile slots in use (max) | verified tokens in the table (max) | worker RSS (MiB) | long-lived backend RSS (MiB) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mib = |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0));
     for (i, m) in minutes.lock().unwrap().iter().enumerate() {
         let ratio = if m.hits + m.misses > 0 {
@@ -419,7 +422,7 @@ fn main() {
             "?".into()
         };
         println!(
-            "| {} | {} / {} | {} | {} | {} / {} ({ratio}) | {} | {} | {} | {} |",
+            "| {} | {} / {} | {} | {} | {} / {} ({ratio}) | {} | {} | {} | {} | {} |",
             i + 1,
             m.opened,
             m.terminated,
@@ -429,6 +432,7 @@ fn main() {
             m.misses,
             m.max_jwks_slots,
             m.max_profile_slots,
+            m.max_token_entries,
             mib(m.worker_rss),
             mib(m.backend_rss)
         );
