@@ -48,143 +48,89 @@ macro_rules! settings {
             $( $s::register(); )*
         }
     };
-    (@declared [$($done:ident)*]
-        $(#[doc = $doc:literal])*
-        $vis:vis user_string $s:ident $name:literal = $default:expr,
-            check $check:expr, $short:literal, $long:literal;
-        $($rest:tt)*
+    // One setting: its static and a module of the same name (another namespace) whose
+    // `register` hands the static to `$define`.
+    (@one [$($done:ident)*] $(#[doc = $doc:literal])* $vis:vis $s:ident: $ty:ty = $default:expr,
+        $define:expr; $($rest:tt)*
     ) => {
         $(#[doc = $doc])*
-        $vis static $s: GucSetting<Option<CString>> =
-            GucSetting::<Option<CString>>::new(Some($default));
+        $vis static $s: GucSetting<$ty> = GucSetting::<$ty>::new($default);
         #[allow(non_snake_case)]
         mod $s {
             use super::*;
             pub fn register() {
-                // SAFETY: the check hook is guarded and has the signature Postgres expects.
-                unsafe {
-                    GucRegistry::define_string_guc_with_hooks(
-                        $name, $short, $long, &super::$s, GucContext::Userset,
-                        GucFlags::default(), $check, None, None,
-                    )
-                }
+                #[allow(clippy::redundant_closure_call)]
+                ($define)(&super::$s)
             }
         }
         settings!(@declared [$($done)* $s] $($rest)*);
     };
-    (@declared [$($done:ident)*]
-        $(#[doc = $doc:literal])*
-        $vis:vis su_string $s:ident $name:literal = $default:expr,
-            check $check:expr, $short:literal, $long:literal;
-        $($rest:tt)*
+    (@declared [$($done:ident)*] $(#[doc = $doc:literal])*
+        $vis:vis user_string $s:ident $name:literal = $default:expr,
+            check $check:expr, $short:literal, $long:literal; $($rest:tt)*
     ) => {
-        $(#[doc = $doc])*
-        $vis static $s: GucSetting<Option<CString>> =
-            GucSetting::<Option<CString>>::new(Some($default));
-        #[allow(non_snake_case)]
-        mod $s {
-            use super::*;
-            pub fn register() {
+        settings!(@one [$($done)*] $(#[doc = $doc])* $vis $s: Option<CString> = Some($default),
+            |s| unsafe {
+                // SAFETY: the check hook is guarded and has the signature Postgres expects.
+                GucRegistry::define_string_guc_with_hooks($name, $short, $long, s,
+                    GucContext::Userset, GucFlags::default(), $check, None, None)
+            }; $($rest)*);
+    };
+    (@declared [$($done:ident)*] $(#[doc = $doc:literal])*
+        $vis:vis su_string $s:ident $name:literal = $default:expr,
+            check $check:expr, $short:literal, $long:literal; $($rest:tt)*
+    ) => {
+        settings!(@one [$($done)*] $(#[doc = $doc])* $vis $s: Option<CString> = Some($default),
+            |s| unsafe {
                 // SAFETY: the assign hook cannot panic (one atomic add); check hooks are
                 // guarded; both have the signatures Postgres expects.
-                unsafe {
-                    GucRegistry::define_string_guc_with_hooks(
-                        $name, $short, $long, &super::$s, GucContext::Suset,
-                        GucFlags::default(), $check, Some(bump_str), None,
-                    )
-                }
-            }
-        }
-        settings!(@declared [$($done)* $s] $($rest)*);
+                GucRegistry::define_string_guc_with_hooks($name, $short, $long, s,
+                    GucContext::Suset, GucFlags::default(), $check, Some(bump_str), None)
+            }; $($rest)*);
     };
-    (@declared [$($done:ident)*]
-        $(#[doc = $doc:literal])*
+    (@declared [$($done:ident)*] $(#[doc = $doc:literal])*
         $vis:vis su_int $s:ident $name:literal = $default:expr,
             range ($min:expr, $max:expr), unit $unit:ident, $short:literal, $long:literal;
-        $($rest:tt)*
+            $($rest:tt)*
     ) => {
-        $(#[doc = $doc])*
-        $vis static $s: GucSetting<i32> = GucSetting::<i32>::new($default);
-        #[allow(non_snake_case)]
-        mod $s {
-            use super::*;
-            pub fn register() {
+        settings!(@one [$($done)*] $(#[doc = $doc])* $vis $s: i32 = $default,
+            |s| unsafe {
                 // SAFETY: the assign hook cannot panic (one atomic add).
-                unsafe {
-                    GucRegistry::define_int_guc_with_hooks(
-                        $name, $short, $long, &super::$s, $min, $max, GucContext::Suset,
-                        GucFlags::$unit, None, Some(bump_int), None,
-                    )
-                }
-            }
-        }
-        settings!(@declared [$($done)* $s] $($rest)*);
+                GucRegistry::define_int_guc_with_hooks($name, $short, $long, s, $min, $max,
+                    GucContext::Suset, GucFlags::$unit, None, Some(bump_int), None)
+            }; $($rest)*);
     };
-    (@declared [$($done:ident)*]
-        $(#[doc = $doc:literal])*
+    (@declared [$($done:ident)*] $(#[doc = $doc:literal])*
         $vis:vis su_bool $s:ident $name:literal = $default:expr, $short:literal, $long:literal;
-        $($rest:tt)*
+            $($rest:tt)*
     ) => {
-        $(#[doc = $doc])*
-        $vis static $s: GucSetting<bool> = GucSetting::<bool>::new($default);
-        #[allow(non_snake_case)]
-        mod $s {
-            use super::*;
-            pub fn register() {
+        settings!(@one [$($done)*] $(#[doc = $doc])* $vis $s: bool = $default,
+            |s| unsafe {
                 // SAFETY: the assign hook cannot panic (one atomic add).
-                unsafe {
-                    GucRegistry::define_bool_guc_with_hooks(
-                        $name, $short, $long, &super::$s, GucContext::Suset,
-                        GucFlags::default(), None, Some(bump_bool), None,
-                    )
-                }
-            }
-        }
-        settings!(@declared [$($done)* $s] $($rest)*);
+                GucRegistry::define_bool_guc_with_hooks($name, $short, $long, s,
+                    GucContext::Suset, GucFlags::default(), None, Some(bump_bool), None)
+            }; $($rest)*);
     };
-    (@declared [$($done:ident)*]
-        $(#[doc = $doc:literal])*
+    (@declared [$($done:ident)*] $(#[doc = $doc:literal])*
         $vis:vis su_bool_sql $s:ident $name:literal = $default:expr, $short:literal, $long:literal;
-        $($rest:tt)*
+            $($rest:tt)*
     ) => {
-        $(#[doc = $doc])*
-        $vis static $s: GucSetting<bool> = GucSetting::<bool>::new($default);
-        #[allow(non_snake_case)]
-        mod $s {
-            use super::*;
-            pub fn register() {
-                GucRegistry::define_bool_guc(
-                    $name, $short, $long, &super::$s, GucContext::Suset, GucFlags::default(),
-                );
-            }
-        }
-        settings!(@declared [$($done)* $s] $($rest)*);
+        settings!(@one [$($done)*] $(#[doc = $doc])* $vis $s: bool = $default,
+            |s| GucRegistry::define_bool_guc($name, $short, $long, s, GucContext::Suset,
+                GucFlags::default()); $($rest)*);
     };
-    (@declared [$($done:ident)*]
-        $(#[doc = $doc:literal])*
+    (@declared [$($done:ident)*] $(#[doc = $doc:literal])*
         $vis:vis secret $s:ident $name:literal = $default:expr,
-            check $check:expr, show $show:expr, $short:literal, $long:literal;
-        $($rest:tt)*
+            check $check:expr, show $show:expr, $short:literal, $long:literal; $($rest:tt)*
     ) => {
-        $(#[doc = $doc])*
-        $vis static $s: GucSetting<Option<CString>> =
-            GucSetting::<Option<CString>>::new(Some($default));
-        #[allow(non_snake_case)]
-        mod $s {
-            use super::*;
-            pub fn register() {
+        settings!(@one [$($done)*] $(#[doc = $doc])* $vis $s: Option<CString> = Some($default),
+            |s| unsafe {
                 // SAFETY: the check hook is guarded; the show hook only returns static
                 // strings; both have the signatures Postgres expects.
-                unsafe {
-                    GucRegistry::define_string_guc_with_hooks(
-                        $name, $short, $long, &super::$s, GucContext::Suset,
-                        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL, $check, None,
-                        Some($show),
-                    )
-                }
-            }
-        }
-        settings!(@declared [$($done)* $s] $($rest)*);
+                GucRegistry::define_string_guc_with_hooks($name, $short, $long, s,
+                    GucContext::Suset, GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+                    $check, None, Some($show))
+            }; $($rest)*);
     };
     ($($entries:tt)*) => {
         settings!(@declared [] $($entries)*);

@@ -97,6 +97,33 @@ fn current_text(
     Ok(with_current(|v| field(v).map(|s| Text::from(s.as_str())))?.flatten())
 }
 
+/// `SqlTranslatable` and `BoxRet` for a type returned as SQL type `$sql` through its
+/// `IntoDatum` (the packaging pgrx uses for its own types, e.g. `JsonB`).
+macro_rules! returned_as {
+    ($t:ty, $sql:literal) => {
+        // SAFETY: the type is returned as SQL type $sql, which its into_datum produces.
+        unsafe impl SqlTranslatable for $t {
+            const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!($t);
+            const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+            const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> =
+                Ok(SqlMappingRef::literal($sql));
+            const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
+                Ok(ReturnsRef::One(SqlMappingRef::literal($sql)));
+        }
+
+        // SAFETY: as pgrx packages its own IntoDatum types.
+        unsafe impl BoxRet for $t {
+            unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
+                match self.into_datum() {
+                    // SAFETY: a datum of that type, allocated in the current memory context.
+                    Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
+                    None => fcinfo.return_null(),
+                }
+            }
+        }
+    };
+}
+
 /// A `text` datum, made in the current memory context.
 pub struct Text(pg_sys::Datum);
 
@@ -120,22 +147,7 @@ impl IntoDatum for Text {
     }
 }
 
-// SAFETY: Text is returned as the SQL type text, which into_datum produces.
-unsafe impl SqlTranslatable for Text {
-    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Text);
-    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
-    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("text"));
-    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
-        Ok(ReturnsRef::One(SqlMappingRef::literal("text")));
-}
-
-// SAFETY: the same packaging as RawJsonb below.
-unsafe impl BoxRet for Text {
-    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
-        // SAFETY: a text datum allocated in the current memory context.
-        unsafe { fcinfo.return_raw_datum(self.0) }
-    }
-}
+returned_as!(Text, "text");
 
 /// `jsonb` built by Postgres' own `jsonb_in` straight from JSON text, without the serde
 /// round trip `pgrx::JsonB` makes (Value -> String -> jsonb).
@@ -157,25 +169,7 @@ impl IntoDatum for RawJsonb {
     }
 }
 
-// SAFETY: RawJsonb is returned as the SQL type jsonb, which into_datum produces.
-unsafe impl SqlTranslatable for RawJsonb {
-    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(RawJsonb);
-    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
-    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
-    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
-        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
-}
-
-// SAFETY: the same packaging pgrx uses for its own IntoDatum types (e.g. JsonB).
-unsafe impl BoxRet for RawJsonb {
-    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
-        match self.into_datum() {
-            // SAFETY: a jsonb datum allocated in the current memory context.
-            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
-            None => fcinfo.return_null(),
-        }
-    }
-}
+returned_as!(RawJsonb, "jsonb");
 
 fn claims_jsonb(v: &VerifiedToken) -> RawJsonb {
     RawJsonb(v.payload_json.clone())
