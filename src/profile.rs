@@ -35,7 +35,8 @@ thread_local! {
 
 /// The profile for `token`, which has passed JWKS verification as `v` (`outseta_profile()`).
 pub fn profile_of(token: &str, v: &VerifiedToken) -> Result<Arc<str>, AuthError> {
-    let how = settings::profile_settings()?;
+    let resolved = settings::resolved();
+    let how = resolved.profile.as_ref().map_err(Clone::clone)?;
     answer(&how.url, how.ttl, how.limits, token, v).map(|(p, _)| p)
 }
 

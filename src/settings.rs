@@ -17,14 +17,16 @@
 //! the generation moves. Postgres calls assign hooks on every change of value, including
 //! `SET LOCAL`, `RESET`, and the rollback of a transaction or savepoint.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use outseta_auth_core::config::{defaults, ProfileCheck};
 use outseta_auth_core::fetch::{domain_url, validate_url, FetchLimits};
 use outseta_auth_core::jwks::KeySet;
 use outseta_auth_core::policy::parse_algorithms;
-use outseta_auth_core::request::{parse_origins, parse_token_sources};
+use outseta_auth_core::request::{parse_origins, parse_token_sources, TokenSource};
 use outseta_auth_core::webhook::WebhookKey;
 use outseta_auth_core::{AuthError, Config, KeySource, Policy, Timing};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -40,7 +42,7 @@ use pgrx::pg_sys::{self, GucSource};
 /// - `su_bool_sql`: superuser-only, read by SQL only (no generation);
 /// - `secret`: superuser-only, never shown (a show hook), hidden from `SHOW ALL`.
 ///
-/// [`build_config`] is where the values feed the core's [`Config`].
+/// [`resolved`] is where the values feed the core's [`Config`] and the request rules.
 macro_rules! settings {
     (@declared [$($s:ident)*]) => {
         /// Register every setting declared above (from `_PG_init`), in order.
@@ -476,8 +478,70 @@ pub fn borrow_str(s: &'static GucSetting<Option<CString>>) -> &'static str {
     std::str::from_utf8(borrow_bytes(s)).unwrap_or("")
 }
 
-/// Build the verification configuration from the current settings.
-pub fn build_config() -> Result<Config, AuthError> {
+/// Everything the request path derives from the settings, resolved once per change of them
+/// ([`generation`]) into one immutable value: the engine's [`Config`] (trust, timing,
+/// profile check), the token lookup's [`RequestRules`] and the profile endpoint that
+/// `outseta_profile()` uses. Each part keeps its own error (a broken key source must not
+/// break `outseta_profile()`'s endpoint, nor the other way round); errors are returned on
+/// every use.
+pub struct Resolved {
+    pub generation: u64,
+    pub config: Result<Config, AuthError>,
+    pub request: Result<RequestRules, AuthError>,
+    pub profile: Result<ProfileCheck, AuthError>,
+}
+
+/// The current [`Resolved`]: one thread-local lookup and a comparison of the generation,
+/// unless the settings changed.
+pub fn resolved() -> Rc<Resolved> {
+    thread_local! {
+        static RESOLVED: RefCell<Option<Rc<Resolved>>> = const { RefCell::new(None) };
+    }
+    let g = generation();
+    if let Some(r) = RESOLVED.with_borrow(|r| r.as_ref().filter(|r| r.generation == g).cloned()) {
+        return r;
+    }
+    let profile = resolve_profile();
+    let r = Rc::new(Resolved {
+        generation: g,
+        config: resolve_config(&profile),
+        request: RequestRules::resolve(),
+        profile,
+    });
+    RESOLVED.set(Some(r.clone()));
+    r
+}
+
+/// What the token lookup derives from `token_sources`, `token_cookie`, `token_header` and
+/// `cookie_origins`: the per-row path parses nothing and reads no setting but the token's.
+pub struct RequestRules {
+    pub sources: [Option<TokenSource>; 3],
+    pub cookie: String,
+    /// Lower case (PostgREST lower-cases header names); empty: no header source.
+    pub header: String,
+    pub origins: Vec<String>,
+}
+
+impl RequestRules {
+    fn resolve() -> Result<RequestRules, AuthError> {
+        let mut sources = [None; 3];
+        for (slot, s) in sources
+            .iter_mut()
+            .zip(parse_token_sources(borrow_str(&TOKEN_SOURCES))?)
+        {
+            *slot = Some(s);
+        }
+        Ok(RequestRules {
+            sources,
+            cookie: borrow_str(&TOKEN_COOKIE).to_string(),
+            header: borrow_str(&TOKEN_HEADER).trim().to_ascii_lowercase(),
+            origins: parse_origins(borrow_str(&COOKIE_ORIGINS))?,
+        })
+    }
+}
+
+/// The verification configuration, from the current settings.
+fn resolve_config(profile: &Result<ProfileCheck, AuthError>) -> Result<Config, AuthError> {
     let literal = borrow_str(&JWKS).trim();
     let url = borrow_str(&JWKS_URL).trim();
     let domain = borrow_str(&DOMAIN).trim();
@@ -512,7 +576,7 @@ pub fn build_config() -> Result<Config, AuthError> {
             ),
         },
         profile: if PROFILE_CHECK.get() {
-            Some((*profile_settings()?).clone())
+            Some(profile.clone()?)
         } else {
             None
         },
@@ -524,29 +588,20 @@ pub fn webhook_key() -> Result<WebhookKey, AuthError> {
     WebhookKey::parse(borrow_str(&WEBHOOK_SECRET))
 }
 
-/// The profile endpoint, its TTL in seconds, and the request limits (`outseta_profile()`;
-/// with `profile_check` on, also in the engine's [`Config`]): resolved once per change of
-/// the settings ([`generation`]), so that a per-row `outseta_profile()` resolves nothing.
-pub fn profile_settings() -> Result<std::rc::Rc<ProfileCheck>, AuthError> {
-    thread_local! {
-        static RESOLVED: std::cell::RefCell<Option<(u64, std::rc::Rc<ProfileCheck>)>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    let g = generation();
-    if let Some(p) = RESOLVED.with_borrow(|r| {
-        r.as_ref()
-            .filter(|(at, _)| *at == g)
-            .map(|(_, p)| p.clone())
-    }) {
-        return Ok(p);
-    }
+/// The profile endpoint, its TTL in seconds, and the request limits.
+fn resolve_profile() -> Result<ProfileCheck, AuthError> {
     let url =
         outseta_auth_core::profile::resolve_url(borrow_str(&PROFILE_URL), borrow_str(&DOMAIN))?;
-    let resolved = std::rc::Rc::new(ProfileCheck {
+    Ok(ProfileCheck {
         url,
         ttl: PROFILE_TTL.get().max(1) as f64,
         limits: FetchLimits::from_ms(HTTP_TIMEOUT.get() as u64, HTTP_CONNECT_TIMEOUT.get() as u64),
-    });
-    RESOLVED.set(Some((g, resolved.clone())));
-    Ok(resolved)
+    })
+}
+
+/// The engine's configuration as resolved for the current settings (for
+/// [`Engine::configure`](outseta_auth_core::Engine::configure), which asks only when the
+/// generation moved).
+pub fn config() -> Result<Config, AuthError> {
+    resolved().config.clone()
 }

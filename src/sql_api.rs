@@ -48,7 +48,7 @@ fn with_verified<R>(
     let now = Now::recent();
     let mut f = Some(f);
     let (result, missed) = ENGINE.with_borrow_mut(|engine| {
-        if let Err(e) = engine.configure(settings::generation(), settings::build_config) {
+        if let Err(e) = engine.configure(settings::generation(), settings::config) {
             return (Err(e), false);
         }
         if let Some(cached) = engine.cached(token, now, crate::keys::epoch()) {
@@ -491,7 +491,7 @@ fn outseta_jwks_status() -> TableIterator<
 > {
     let (rows, hits, misses) = ENGINE.with_borrow_mut(|engine| {
         // Show the configured source even before first use; a config error shows as no row.
-        let _ = engine.configure(settings::generation(), settings::build_config);
+        let _ = engine.configure(settings::generation(), settings::config);
         let rows = with_keys(|keys| engine.status(keys, Now::read()));
         (rows, engine.hits as i64, engine.misses as i64)
     });
@@ -561,7 +561,7 @@ fn outseta_refresh_jwks() -> Result<i32, ErrorReport> {
     }
     let n = ENGINE
         .with_borrow_mut(|engine| {
-            engine.configure(settings::generation(), settings::build_config)?;
+            engine.configure(settings::generation(), settings::config)?;
             with_keys(|keys| engine.refresh(keys, Now::read()))
         })
         .map_err(report)?;

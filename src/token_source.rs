@@ -9,13 +9,11 @@ use std::cell::RefCell;
 use std::ffi::CStr;
 use std::rc::Rc;
 
-use outseta_auth_core::request::{
-    cookie_allowed, json_member, json_members, parse_origins, parse_token_sources, TokenSource,
-};
+use outseta_auth_core::request::{cookie_allowed, json_member, json_members, TokenSource};
 use outseta_auth_core::AuthError;
 use pgrx::pg_sys;
 
-use crate::settings::{self, borrow_bytes, borrow_str};
+use crate::settings::{self, borrow_bytes, RequestRules};
 
 /// A token picked out of a JSON text setting (`request.cookies` / `request.headers`),
 /// cached by that text and the key, so a per-row accessor compares bytes instead of parsing
@@ -64,8 +62,13 @@ struct CookieGate {
 }
 
 impl CookieGate {
-    fn allowed(&mut self, headers: &[u8], rules: &RequestRules) -> Result<bool, AuthError> {
-        if self.generation != rules.generation || self.headers != headers {
+    fn allowed(
+        &mut self,
+        headers: &[u8],
+        rules: &RequestRules,
+        generation: u64,
+    ) -> Result<bool, AuthError> {
+        if self.generation != generation || self.headers != headers {
             let [site, origin, host] = json_members(
                 headers,
                 ["sec-fetch-site", "origin", "host"],
@@ -78,59 +81,10 @@ impl CookieGate {
                 &rules.origins,
             );
             self.headers = headers.to_vec();
-            self.generation = rules.generation;
+            self.generation = generation;
         }
         Ok(self.allowed)
     }
-}
-
-/// Everything the token lookup derives from the settings (`token_sources`, `token_cookie`,
-/// `token_header`, `cookie_origins`), resolved once per change of them ([`settings::generation`]):
-/// the per-row path parses nothing and reads no setting but the token's own.
-struct RequestRules {
-    generation: u64,
-    sources: [Option<TokenSource>; 3],
-    cookie: String,
-    /// Lower case (PostgREST lower-cases header names); empty: no header source.
-    header: String,
-    origins: Vec<String>,
-}
-
-impl RequestRules {
-    fn resolve(generation: u64) -> Result<RequestRules, AuthError> {
-        let mut sources = [None; 3];
-        for (slot, s) in sources
-            .iter_mut()
-            .zip(parse_token_sources(borrow_str(&settings::TOKEN_SOURCES))?)
-        {
-            *slot = Some(s);
-        }
-        Ok(RequestRules {
-            generation,
-            sources,
-            cookie: borrow_str(&settings::TOKEN_COOKIE).to_string(),
-            header: borrow_str(&settings::TOKEN_HEADER)
-                .trim()
-                .to_ascii_lowercase(),
-            origins: parse_origins(borrow_str(&settings::COOKIE_ORIGINS))?,
-        })
-    }
-}
-
-/// The current [`RequestRules`] (an error when a setting does not parse, every time).
-fn rules() -> Result<Rc<RequestRules>, AuthError> {
-    thread_local! {
-        static RULES: RefCell<Option<Rc<RequestRules>>> = const { RefCell::new(None) };
-    }
-    let generation = settings::generation();
-    if let Some(r) =
-        RULES.with_borrow(|r| r.as_ref().filter(|r| r.generation == generation).cloned())
-    {
-        return Ok(r);
-    }
-    let r = Rc::new(RequestRules::resolve(generation)?);
-    RULES.set(Some(r.clone()));
-    Ok(r)
 }
 
 thread_local! {
@@ -142,12 +96,12 @@ thread_local! {
 /// False when `request.headers` show a browser request from another origin that
 /// `outseta_auth.cookie_origins` does not list (see [`cookie_allowed`]): the cookie then
 /// carries no identity and the request is anonymous.
-fn cookie_may_be_used(rules: &RequestRules) -> Result<bool, AuthError> {
+fn cookie_may_be_used(rules: &RequestRules, generation: u64) -> Result<bool, AuthError> {
     let headers = other_setting(c"request.headers");
     if headers.is_empty() {
         return Ok(true);
     }
-    GATE.with_borrow_mut(|g| g.allowed(headers, rules))
+    GATE.with_borrow_mut(|g| g.allowed(headers, rules, generation))
 }
 
 pub fn strip_bearer_prefix(t: &str) -> &str {
@@ -188,7 +142,8 @@ fn from_json_setting(
 /// Call `f` with the current token's bytes (None when no source has one). Bytes, because
 /// the per-row path compares them with the last verified token without validating UTF-8.
 pub fn with_current_token<R>(f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, AuthError> {
-    let rules = rules()?;
+    let resolved = settings::resolved();
+    let rules = resolved.request.as_ref().map_err(Clone::clone)?;
     for source in rules.sources.into_iter().flatten() {
         match source {
             TokenSource::Setting => {
@@ -200,7 +155,7 @@ pub fn with_current_token<R>(f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R, Au
             TokenSource::Cookie => {
                 let found = from_json_setting(&COOKIES, c"request.cookies", &rules.cookie, false)?;
                 if let Some(t) = found {
-                    if cookie_may_be_used(&rules)? {
+                    if cookie_may_be_used(rules, resolved.generation)? {
                         return Ok(f(Some(t.as_bytes())));
                     }
                 }
