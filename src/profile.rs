@@ -37,19 +37,18 @@ thread_local! {
 pub fn profile_of(token: &str, v: &VerifiedToken) -> Result<Arc<str>, AuthError> {
     let resolved = settings::resolved();
     let how = resolved.profile.as_ref().map_err(Clone::clone)?;
-    answer(&how.url, how.ttl, how.limits, token, v).map(|(p, _)| p)
+    answer(how, token, v, now()).map(|(p, _)| p)
 }
 
 /// The endpoint's answer for `token` and when it was given: from this backend's cache
-/// while fresh, else one request (by the cluster's worker with preload).
+/// while fresh at `t` (wall), else one request (by the cluster's worker with preload).
 fn answer(
-    url: &str,
-    ttl: f64,
-    limits: FetchLimits,
+    how: &ProfileCheck,
     token: &str,
     v: &VerifiedToken,
+    t: f64,
 ) -> Result<(Arc<str>, f64), AuthError> {
-    let t = now();
+    let (url, ttl, limits) = (how.url.as_str(), how.ttl, how.limits);
     if let Some((hit, at)) = PROFILES.with_borrow_mut(|c| c.lookup_at(url, token, t, ttl)) {
         return hit.map(|p| (p, at));
     }
@@ -77,9 +76,9 @@ impl Revocation for ProfileRevocation {
         token: &str,
         v: &VerifiedToken,
         how: &ProfileCheck,
-        _now: f64,
+        now: f64,
     ) -> Result<f64, AuthError> {
-        answer(&how.url, how.ttl, how.limits, token, v).map(|(_, at)| at + how.ttl)
+        answer(how, token, v, now).map(|(_, at)| at + how.ttl)
     }
 }
 

@@ -33,7 +33,12 @@ use crate::keys::with_keys;
 /// Verify `token` with the per-backend engine. Verification errors are returned, not
 /// raised, so that the engine's borrow has ended before Postgres reports them.
 pub(crate) fn verify(token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
-    with_verified(token.as_bytes(), |v| v.clone())
+    verify_bytes(token.as_bytes())
+}
+
+/// As [`verify`], for the token's bytes as a token source gives them.
+fn verify_bytes(token: &[u8]) -> Result<Arc<VerifiedToken>, AuthError> {
+    with_verified(token, Arc::clone)
 }
 
 /// Verify `token` and hand its verdict to `f`: on a cache hit (the per-row path) inside
@@ -46,13 +51,11 @@ fn with_verified<R>(
 ) -> Result<R, AuthError> {
     // Both clocks as of at most a kernel tick ago: no timer read on most rows.
     let now = Now::recent();
-    let mut f = Some(f);
     let (result, missed) = ENGINE.with_borrow_mut(|engine| {
         if let Err(e) = engine.configure(settings::generation(), settings::config) {
             return (Err(e), false);
         }
         if let Some(cached) = engine.cached(token, now, crate::keys::epoch()) {
-            let f = f.take().expect("called once");
             return (cached.map(f), false);
         }
         let result = match std::str::from_utf8(token) {
@@ -71,7 +74,7 @@ fn with_verified<R>(
             }),
             Err(_) => Err(AuthError::malformed("the token is not valid UTF-8")),
         };
-        (result.map(|v| f.take().expect("called once")(&v)), true)
+        (result.map(|v| f(&v)), true)
     });
     if missed {
         // A miss may have waited on the network (up to outseta_auth.http_timeout): honour a
@@ -253,7 +256,7 @@ fn outseta_try_verify(
 fn outseta_try_current(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<pgrx::composite_type!('static, "outseta_verify_result")> {
-    let result = match with_current_token(|t| t.map(|t| with_verified(t, |v| v.clone()))) {
+    let result = match with_current_token(|t| t.map(verify_bytes)) {
         Ok(None) => return None,
         Ok(Some(r)) => r,
         Err(e) => Err(e),
@@ -367,7 +370,7 @@ fn outseta_authenticate(token: &str) -> Result<Option<RawJsonb>, ErrorReport> {
 fn outseta_profile() -> Result<Option<RawJsonb>, ErrorReport> {
     let profile = with_current_token(|t| {
         t.map(|token| {
-            let v = with_verified(token, |v| v.clone())?;
+            let v = verify_bytes(token)?;
             let token = std::str::from_utf8(token)
                 .map_err(|_| AuthError::malformed("the token is not valid UTF-8"))?;
             crate::profile::profile_of(token, &v)

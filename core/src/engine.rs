@@ -382,7 +382,7 @@ impl Engine {
         };
         let v = Arc::new(claims::check(&parsed.payload, &cfg.policy, clock.wall)?);
         if let Some(digest) = remember {
-            memory.remember(&digest, v.exp + cfg.policy.leeway as f64);
+            memory.remember(&digest, v.exp + cfg.policy.leeway as f64, clock.wall);
         }
         let trusted_until =
             keys_fetched_at.map_or(f64::INFINITY, |at| at + cfg.timing.max_stale as f64);
@@ -607,7 +607,7 @@ mod tests {
             self.hits += hit as u32;
             hit
         }
-        fn remember(&mut self, d: &Digest, expires: f64) {
+        fn remember(&mut self, d: &Digest, expires: f64, _now: f64) {
             self.set.insert(*d, expires);
         }
     }

@@ -1,6 +1,6 @@
 //! Verified tokens of one backend, bounded by count and bytes, oldest evicted first
-//! ([`Bounded`]). Each
-//! verdict carries until when its revocation check (the profile endpoint) holds.
+//! ([`Bounded`]). Each verdict carries until when its revocation check (the profile
+//! endpoint) holds.
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -49,8 +49,9 @@ pub trait VerifiedTokens {
     }
     /// Whether a token with this digest verified before (and is not past `expires`).
     fn seen(&mut self, digest: &Digest, now: f64) -> bool;
-    /// Remember a verified token until `expires` (wall seconds: its `exp` plus leeway).
-    fn remember(&mut self, digest: &Digest, expires: f64);
+    /// Remember a verified token until `expires` (wall seconds: its `exp` plus leeway);
+    /// `now`: the wall clock, for choosing an entry to replace.
+    fn remember(&mut self, digest: &Digest, expires: f64, now: f64);
 }
 
 /// No shared memory of verified tokens (the library not preloaded; unit tests).
@@ -63,7 +64,7 @@ impl VerifiedTokens for NoVerifiedTokens {
     fn seen(&mut self, _: &Digest, _: f64) -> bool {
         false
     }
-    fn remember(&mut self, _: &Digest, _: f64) {}
+    fn remember(&mut self, _: &Digest, _: f64, _: f64) {}
 }
 
 #[cfg(test)]

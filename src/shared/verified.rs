@@ -46,9 +46,12 @@ impl Table {
         t.generation = 1;
         t
     }
+}
 
-    fn live(&self, e: &Entry, now: f64) -> bool {
-        e.generation == self.generation && e.expires > now
+impl Entry {
+    /// Stored since the last clear, and its token not expired.
+    fn live(&self, generation: u64, now: f64) -> bool {
+        self.generation == generation && self.expires > now
     }
 }
 
@@ -82,7 +85,11 @@ pub(super) fn clear() {
 /// Live entries (for `outseta_shared_slots()`).
 pub(super) fn in_use(now: f64) -> usize {
     let t = TOKENS.share();
-    t.sets.iter().flatten().filter(|e| t.live(e, now)).count()
+    t.sets
+        .iter()
+        .flatten()
+        .filter(|e| e.live(t.generation, now))
+        .count()
 }
 
 /// Signature checks skipped since the server started.
@@ -103,7 +110,7 @@ impl VerifiedTokens for VerifiedTokenTable {
             let t = TOKENS.share();
             t.sets[set_of(digest)]
                 .iter()
-                .any(|e| e.digest == *digest && t.live(e, now))
+                .any(|e| e.digest == *digest && e.live(t.generation, now))
         };
         if found {
             HITS.get().fetch_add(1, Ordering::Relaxed);
@@ -111,17 +118,18 @@ impl VerifiedTokens for VerifiedTokenTable {
         found
     }
 
-    fn remember(&mut self, digest: &Digest, expires: f64) {
-        let now = outseta_auth_core::Now::read().wall;
+    fn remember(&mut self, digest: &Digest, expires: f64, now: f64) {
         let mut t = TOKENS.exclusive();
         let generation = t.generation;
-        let live = |e: &Entry| e.generation == generation && e.expires > now;
         let set = &mut t.sets[set_of(digest)];
-        if set.iter().any(|e| e.digest == *digest && live(e)) {
+        if set
+            .iter()
+            .any(|e| e.digest == *digest && e.live(generation, now))
+        {
             return;
         }
         // A dead entry, else the one that expires first.
-        let slot = match set.iter().position(|e| !live(e)) {
+        let slot = match set.iter().position(|e| !e.live(generation, now)) {
             Some(i) => i,
             None => (0..WAYS)
                 .min_by(|&a, &b| set[a].expires.total_cmp(&set[b].expires))
