@@ -97,9 +97,13 @@ cluster_stop() {
   [ -d "$dir/data" ] && pg_run pg_ctl -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
-# free_port: an unused TCP port on 127.0.0.1.
+# free_port [N]: N (default 1) distinct unused TCP ports on 127.0.0.1, on one line (bound
+# together, so that two of them are never the same port).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 -c 'import socket, sys
+s = [socket.socket() for _ in range(int(sys.argv[1]))]
+for x in s: x.bind(("127.0.0.1", 0))
+print(" ".join(str(x.getsockname()[1]) for x in s))' "${1:-1}"
 }
 
 # wait_for_http URL: until the URL answers (10 s at most).

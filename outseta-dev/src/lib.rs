@@ -297,6 +297,8 @@ pub struct Issuer {
     pub people: HashMap<String, Person>,
     /// Fault of the profile endpoint (`POST /fault {"target": "profile", ...}`).
     pub profile_fault: Fault,
+    /// Requests being answered now (a slow fault holds one until it answers).
+    pub busy: u64,
     next_kid: u32,
 }
 
@@ -322,6 +324,7 @@ impl Issuer {
             hits: HashMap::new(),
             people: HashMap::new(),
             profile_fault: Fault::None,
+            busy: 0,
             next_kid: 2,
         }
     }
@@ -428,7 +431,9 @@ impl Server {
             for stream in listener.incoming().flatten() {
                 let shared = shared.clone();
                 std::thread::spawn(move || {
+                    shared.lock().unwrap().busy += 1;
                     let _ = handle(stream, &shared);
+                    shared.lock().unwrap().busy -= 1;
                 });
             }
         });
@@ -451,6 +456,11 @@ impl Server {
             .get(path)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Requests being answered now.
+    pub fn busy(&self) -> u64 {
+        self.issuer.lock().unwrap().busy
     }
 
     pub fn set_fault(&self, fault: Fault) {

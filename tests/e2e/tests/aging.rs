@@ -65,6 +65,11 @@ fn common() -> (&'static Server, std::sync::MutexGuard<'static, ()>) {
     let guard = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let server = SERVER.get_or_init(issuer);
     server.set_profile_fault(Fault::None);
+    // No slow request of an earlier test runs on (the worker lets a bounded number of
+    // abandoned ones run out: a test must not inherit them).
+    wait_for("the issuer idle", Duration::from_secs(30), || {
+        server.busy() == 0
+    });
     (server, guard)
 }
 
@@ -162,8 +167,9 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 fn row1_terminated_waiters_leave_no_profile_slot_behind() {
     let _running = worker_running();
     let (server, _one) = common();
-    // The endpoint answers after 2 s: the worker's 4 slots are busy when the waiters die.
-    server.set_profile_fault(Fault::Slow(Duration::from_millis(2000)));
+    // The endpoint answers after 5 s (long next to starting 6 connections on a loaded
+    // machine): the worker's 4 slots are busy when the waiters die.
+    server.set_profile_fault(Fault::Slow(Duration::from_secs(5)));
     let mut pids = Vec::new();
     let mut waiters = Vec::new();
     for _ in 0..6 {
@@ -204,7 +210,7 @@ fn row1_terminated_waiters_leave_no_profile_slot_behind() {
     }
     server.set_profile_fault(Fault::None);
     // The slots are free at once (the requests run on, detached, within their timeout)...
-    wait_for("profile slots freed", Duration::from_secs(2), || {
+    wait_for("profile slots freed", Duration::from_secs(4), || {
         slots(&mut su, "profile").0 == 0
     });
     // ...and a new person's profile comes at once (0.2.0: the slots stayed taken until a
@@ -217,8 +223,9 @@ fn row1_terminated_waiters_leave_no_profile_slot_behind() {
         .expect("a profile after 6 terminated waiters")
         .get(0);
     assert_eq!(uid, BOB);
+    // Not after waiting for a slot (the detached requests run 5 s).
     assert!(
-        asked.elapsed() < Duration::from_secs(1),
+        asked.elapsed() < Duration::from_secs(3),
         "{:?}",
         asked.elapsed()
     );
@@ -264,7 +271,12 @@ fn row2_a_worker_killed_during_a_hung_fetch_leaves_no_wait_behind() {
     let mut c3 = session(&other, "");
     let t0 = Instant::now();
     assert_eq!(verify_sub(&mut c3, &t2).unwrap(), BOB);
-    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // Not after http_timeout (5 s).
+    assert!(
+        t0.elapsed() < Duration::from_millis(4500),
+        "{:?}",
+        t0.elapsed()
+    );
     assert_eq!(other.hits(JWKS), 2, "the lost fetch, made again");
     assert!(
         server.hits(JWKS) - server_hits <= 1,
@@ -415,8 +427,9 @@ fn row7_abandoned_profile_requests_free_their_slots_at_once() {
         .expect("a profile while abandoned requests run")
         .get(0);
     assert_eq!(uid, BOB);
+    // Waiting for a place would end in 58000 after http_timeout (1 s), the expect above.
     assert!(
-        asked.elapsed() < Duration::from_millis(800),
+        asked.elapsed() < Duration::from_secs(3),
         "{:?}",
         asked.elapsed()
     );
@@ -522,9 +535,10 @@ fn row11_status_reads_the_store_in_place_and_the_worker_ignores_sighup() {
         )
         .unwrap()
         .get(0);
+    // (Other tests of this binary may register or free URLs between the two readings.)
     assert!(
-        n >= 1 && n <= in_use as i64,
-        "{n} shared sources, {in_use} slots"
+        n >= 1 && n <= total as i64,
+        "{n} shared sources, {total} slots"
     );
     // The worker reads no settings: a reload's SIGHUP changes nothing for it.
     let pid = worker().expect("the worker runs");
@@ -580,8 +594,9 @@ fn a_new_kid_right_after_a_refresh_waits_for_the_next_allowed_fetch() {
     let t2 = server.mint(&TokenRequest::new(BOB, ACME));
     let asked = Instant::now();
     assert_eq!(verify_sub(&mut c, &t2).unwrap(), BOB);
+    // The next allowed fetch is 2 s away (the next scheduled one, 300 s).
     assert!(
-        asked.elapsed() < Duration::from_secs(4),
+        asked.elapsed() < Duration::from_secs(8),
         "{:?}",
         asked.elapsed()
     );
@@ -605,8 +620,9 @@ fn a_new_kid_while_the_worker_restarts_waits_for_it() {
     let t2 = server.mint(&TokenRequest::new(BOB, ACME));
     let before = worker().expect("the worker runs");
     signal(&before, "-TERM");
-    wait_for("the worker gone", Duration::from_secs(5), || {
-        worker().is_none()
+    // Gone, or already restarted (its restart delay is a second: a slow poll can miss it).
+    wait_for("the worker stopped", Duration::from_secs(5), || {
+        worker().as_deref() != Some(before.as_str())
     });
     assert_eq!(verify_sub(&mut c, &t2).unwrap(), BOB);
     assert_ne!(worker().as_deref(), Some(before.as_str()));

@@ -517,7 +517,9 @@ fn trust_settings_set_before_the_library_loads_are_discarded() {
 fn a_slow_jwks_server_is_bounded_and_cancel_still_works() {
     use std::time::{Duration, Instant};
     let slow = outseta_dev::Server::start("127.0.0.1:0", outseta_dev::Issuer::new(ISSUER)).unwrap();
-    slow.set_fault(outseta_dev::Fault::Slow(Duration::from_secs(3)));
+    // Far slower than every bound below: a bound met is the timeout's doing, whatever the
+    // machine's load adds.
+    slow.set_fault(outseta_dev::Fault::Slow(Duration::from_secs(10)));
     let t = slow.mint(&TokenRequest::new(JANE, ACME));
     // The per-backend path (no preload), where the query itself fetches; the shared path's
     // waits are tested in shared.rs.
@@ -560,7 +562,7 @@ fn a_slow_jwks_server_is_bounded_and_cancel_still_works() {
         .unwrap_err();
     assert_eq!(sqlstate(&e), SqlState::QUERY_CANCELED, "{e}");
     assert!(
-        started.elapsed() < Duration::from_millis(2800),
+        started.elapsed() < Duration::from_secs(6),
         "took {:?}",
         started.elapsed()
     );

@@ -166,8 +166,9 @@ fn a_cancel_during_a_wait_on_a_hung_issuer_is_57014_at_once() {
     let started = Instant::now();
     let e = verify_sub(&mut c, &t).unwrap_err();
     assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e}");
+    // Bounds here are seconds (a loaded machine) against the 20 s the fetch may take.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );
@@ -178,8 +179,23 @@ fn a_cancel_during_a_wait_on_a_hung_issuer_is_57014_at_once() {
     // pg_cancel_backend from another session
     let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let canceller = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        let cancelled: bool = connect()
+        // Once the query waits (a cancel of an idle backend would be lost).
+        let mut other = connect();
+        let started = Instant::now();
+        while !other
+            .query_one(
+                "SELECT count(*) = 1 FROM pg_stat_activity
+                 WHERE pid = $1 AND state = 'active' AND query LIKE '%outseta_verify%'",
+                &[&pid],
+            )
+            .unwrap()
+            .get::<_, bool>(0)
+        {
+            assert!(started.elapsed() < Duration::from_secs(10), "never waited");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let cancelled: bool = other
             .query_one("SELECT pg_cancel_backend($1)", &[&pid])
             .unwrap()
             .get(0);
@@ -191,7 +207,7 @@ fn a_cancel_during_a_wait_on_a_hung_issuer_is_57014_at_once() {
     assert!(cancelled);
     assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e}");
     assert!(
-        returned.duration_since(at) < Duration::from_secs(1),
+        returned.duration_since(at) < Duration::from_secs(3),
         "returned {:?} after the cancel",
         returned.duration_since(at)
     );
@@ -205,7 +221,7 @@ fn a_cancel_during_a_wait_on_a_hung_issuer_is_57014_at_once() {
     let started = Instant::now();
     assert_eq!(verify_sub(&mut c2, &t2).unwrap(), BOB);
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
