@@ -4,10 +4,13 @@
 //! an entry's digest covers (the whole token, the trust settings, the key set).
 //!
 //! A fixed table of [`ENTRIES`] digests (48 bytes each, about 1.5 MiB): `SETS` sets of
-//! `WAYS` entries, the set chosen by the digest's first bytes. An entry ends at its token's
-//! `exp` (plus leeway) or when any key set of the store changes ([`clear`], called by the
-//! key store under its lock): a generation number, so clearing is one write. A full set
-//! gives up the entry that expires first.
+//! `WAYS` entries. A digest may live in either of two sets (chosen by two parts of the
+//! digest) and goes into the one with fewer live entries: two choices keep the sets even, so
+//! that 20,000 tokens fill no set where one choice overflows about 450 of them (each then
+//! verified again and again, evicting another). An entry ends at its token's `exp` (plus
+//! leeway) or when any key set of the store changes ([`clear`], called by the key store
+//! under its lock): a generation number, so clearing is one write. When both sets are full
+//! the entry that expires first gives way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -69,10 +72,56 @@ pub(super) fn bytes() -> usize {
     std::mem::size_of::<Table>()
 }
 
-fn set_of(digest: &Digest) -> usize {
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    (u64::from_le_bytes(first) % SETS as u64) as usize
+/// The two sets `digest` may live in.
+fn sets_of(digest: &Digest) -> [usize; 2] {
+    let at = |i: usize| {
+        let mut part = [0u8; 8];
+        part.copy_from_slice(&digest[i..i + 8]);
+        (u64::from_le_bytes(part) % SETS as u64) as usize
+    };
+    [at(0), at(8)]
+}
+
+impl Table {
+    /// `digest` is stored, live at `now`.
+    fn contains(&self, digest: &Digest, now: f64) -> bool {
+        sets_of(digest).iter().any(|&s| {
+            self.sets[s]
+                .iter()
+                .any(|e| e.digest == *digest && e.live(self.generation, now))
+        })
+    }
+
+    /// Store `digest` until `expires`: in the set with fewer live entries (a dead entry of
+    /// it), or when both are full in place of the entry of either that expires first.
+    fn insert(&mut self, digest: &Digest, expires: f64, now: f64) {
+        if self.contains(digest, now) {
+            return;
+        }
+        let generation = self.generation;
+        let [a, b] = sets_of(digest);
+        let live = |s: &[Entry; WAYS]| s.iter().filter(|e| e.live(generation, now)).count();
+        let set = if live(&self.sets[b]) < live(&self.sets[a]) {
+            b
+        } else {
+            a
+        };
+        let (set, way) = match self.sets[set].iter().position(|e| !e.live(generation, now)) {
+            Some(way) => (set, way),
+            None => [a, b]
+                .into_iter()
+                .flat_map(|s| (0..WAYS).map(move |w| (s, w)))
+                .min_by(|&(s, w), &(t, v)| {
+                    self.sets[s][w].expires.total_cmp(&self.sets[t][v].expires)
+                })
+                .expect("WAYS > 0"),
+        };
+        self.sets[set][way] = Entry {
+            digest: *digest,
+            expires,
+            generation,
+        };
+    }
 }
 
 /// Forget every entry: a key set of the store changed (or was dropped). The digests already
@@ -106,12 +155,7 @@ impl VerifiedTokens for VerifiedTokenTable {
     }
 
     fn seen(&mut self, digest: &Digest, now: f64) -> bool {
-        let found = {
-            let t = TOKENS.share();
-            t.sets[set_of(digest)]
-                .iter()
-                .any(|e| e.digest == *digest && e.live(t.generation, now))
-        };
+        let found = TOKENS.share().contains(digest, now);
         if found {
             HITS.get().fetch_add(1, Ordering::Relaxed);
         }
@@ -119,26 +163,28 @@ impl VerifiedTokens for VerifiedTokenTable {
     }
 
     fn remember(&mut self, digest: &Digest, expires: f64, now: f64) {
-        let mut t = TOKENS.exclusive();
-        let generation = t.generation;
-        let set = &mut t.sets[set_of(digest)];
-        if set
-            .iter()
-            .any(|e| e.digest == *digest && e.live(generation, now))
-        {
-            return;
-        }
-        // A dead entry, else the one that expires first.
-        let slot = match set.iter().position(|e| !e.live(generation, now)) {
-            Some(i) => i,
-            None => (0..WAYS)
-                .min_by(|&a, &b| set[a].expires.total_cmp(&set[b].expires))
-                .expect("WAYS > 0"),
-        };
-        set[slot] = Entry {
-            digest: *digest,
-            expires,
-            generation,
-        };
+        TOKENS.exclusive().insert(digest, expires, now);
     }
+}
+
+/// How many of `n` distinct digests a fresh table keeps, all inserted live (a test of the
+/// placement, on a table of the backend's own).
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn kept_of(n: u32) -> usize {
+    let layout = std::alloc::Layout::new::<Table>();
+    // SAFETY: a zeroed allocation of Table's layout (checked non-null) is a valid Table
+    // (numbers and byte arrays), owned by the Box from here on.
+    let mut t: Box<Table> = unsafe {
+        let p = std::alloc::alloc_zeroed(layout).cast::<Table>();
+        assert!(!p.is_null(), "out of memory");
+        Box::from_raw(p)
+    };
+    t.generation = 1;
+    let digests: Vec<Digest> = (0..n)
+        .map(|i| outseta_auth_core::verified::sha256(&[&i.to_le_bytes()]))
+        .collect();
+    for d in &digests {
+        t.insert(d, 2e9, 1e9);
+    }
+    digests.iter().filter(|d| t.contains(d, 1e9)).count()
 }
