@@ -54,24 +54,27 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         if cost > self.max_cost {
             return false;
         }
-        if let Some((_, old_cost)) = self.map.remove(&key) {
+        // One hash of the key for the insert (tokens are long), one per eviction.
+        if let Some((_, old_cost)) = self.map.insert(key.clone(), (value, cost)) {
             // Replacements are rare (a profile answer once per TTL): a linear scan of at
             // most `max_entries` keys.
             self.order.retain(|k| *k != key);
             self.cost -= old_cost;
         }
-        self.order.push_back(key.clone());
-        self.map.insert(key.clone(), (value, cost));
+        self.order.push_back(key);
         self.cost += cost;
+        let mut kept = true;
         while self.map.len() > self.max_entries || self.cost > self.max_cost {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
+            // The new entry is the last in line: evicted only when nothing else is left.
+            kept &= !self.order.is_empty();
             if let Some((_, c)) = self.map.remove(&oldest) {
                 self.cost -= c;
             }
         }
-        self.map.contains_key(&key)
+        kept
     }
 
     pub fn clear(&mut self) {

@@ -326,8 +326,8 @@ impl Engine {
         }
         let cfg = self.current()?;
         // A verdict whose revocation answer ran out: that check again, nothing else.
-        if let Some(c) = self.tokens.get(token).cloned() {
-            if let Some(how) = &cfg.profile {
+        if let Some(how) = &cfg.profile {
+            if let Some(c) = self.tokens.get(token).cloned() {
                 c.v.check_times(clock.wall, cfg.policy.leeway)?;
                 let until = to_mono(revocation.check(token, &c.v, how, clock.wall)?, clock);
                 self.tokens.set_checked_until(token, until);

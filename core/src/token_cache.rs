@@ -48,12 +48,11 @@ impl TokenCache {
         self.cache.is_empty()
     }
 
-    /// Cost: the token twice (key, and the last-token copy) and its payload.
+    /// Cost: the token twice (key, and the last-token copy) and its payload. A token
+    /// already there takes the new verdict (and counts as new).
     pub fn insert(&mut self, token: &str, payload_len: usize, v: Cached) {
-        if self.cache.get(token).is_none() {
-            self.cache
-                .insert(Rc::from(token), v, 2 * token.len() + payload_len);
-        }
+        self.cache
+            .insert(Rc::from(token), v, 2 * token.len() + payload_len);
     }
 
     pub fn clear(&mut self) {
