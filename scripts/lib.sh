@@ -98,7 +98,9 @@ cluster_stop() {
 }
 
 # free_port [N]: N (default 1) distinct unused TCP ports on 127.0.0.1, on one line (bound
-# together, so that two of them are never the same port).
+# together, so that two of them are never the same port). Take them with
+# `ports=$(free_port N); read -r A B <<<"$ports"` (set -e stops at a failed assignment,
+# not at a failed substitution inside a here-string).
 free_port() {
   python3 -c 'import socket, sys
 s = [socket.socket() for _ in range(int(sys.argv[1]))]

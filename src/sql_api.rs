@@ -49,7 +49,7 @@ fn with_verified<R>(
     token: &[u8],
     f: impl FnOnce(&Arc<VerifiedToken>) -> R,
 ) -> Result<R, AuthError> {
-    // Both clocks as of at most a kernel tick ago: no timer read on most rows.
+    // Both clocks as of the coarse clock's last tick: no timer read on most rows.
     let now = Now::recent();
     let (result, missed) = ENGINE.with_borrow_mut(|engine| {
         if let Err(e) = engine.configure(settings::generation(), settings::config) {

@@ -7,6 +7,7 @@
 //! nobody can choose colliding keys.
 
 use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
@@ -54,14 +55,25 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         if cost > self.max_cost {
             return false;
         }
-        // One hash of the key for the insert (tokens are long), one per eviction.
-        if let Some((_, old_cost)) = self.map.insert(key.clone(), (value, cost)) {
-            // Replacements are rare (a profile answer once per TTL): a linear scan of at
-            // most `max_entries` keys.
-            self.order.retain(|k| *k != key);
-            self.cost -= old_cost;
-        }
-        self.order.push_back(key);
+        // One hash of the key for the insert (tokens are long), one per eviction; the line
+        // holds the map's own key (a clone of an `Rc` for tokens: no second copy).
+        let in_line = match self.map.entry(key) {
+            Entry::Occupied(mut o) => {
+                let (_, old_cost) = std::mem::replace(o.get_mut(), (value, cost));
+                self.cost -= old_cost;
+                let key = o.key().clone();
+                // Replacements are rare (a profile answer once per TTL): a linear scan of
+                // at most `max_entries` keys.
+                self.order.retain(|k| *k != key);
+                key
+            }
+            Entry::Vacant(v) => {
+                let key = v.key().clone();
+                v.insert((value, cost));
+                key
+            }
+        };
+        self.order.push_back(in_line);
         self.cost += cost;
         let mut kept = true;
         while self.map.len() > self.max_entries || self.cost > self.max_cost {
@@ -124,6 +136,10 @@ mod tests {
         assert_eq!((c.len(), c.cost()), (1, 100));
         c.clear();
         assert!(c.is_empty() && c.cost() == 0);
+        // A cache of no entries keeps nothing and says so.
+        let mut none: Bounded<String, u32> = Bounded::new(0, 100);
+        assert!(!none.insert("k".into(), 1, 1));
+        assert!(none.is_empty() && none.cost() == 0);
     }
 
     #[test]

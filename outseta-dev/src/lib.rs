@@ -430,10 +430,19 @@ impl Server {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let shared = shared.clone();
+                // Busy from the accept (not from the thread's start) until the answer is
+                // sent, a panic included.
+                shared.lock().unwrap().busy += 1;
                 std::thread::spawn(move || {
-                    shared.lock().unwrap().busy += 1;
-                    let _ = handle(stream, &shared);
-                    shared.lock().unwrap().busy -= 1;
+                    struct Done(Arc<Mutex<Issuer>>);
+                    impl Drop for Done {
+                        fn drop(&mut self) {
+                            let mut i = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                            i.busy -= 1;
+                        }
+                    }
+                    let done = Done(shared);
+                    let _ = handle(stream, &done.0);
                 });
             }
         });
