@@ -48,15 +48,20 @@ fn args() -> Args {
     a
 }
 
-fn rss_kib(pid: &str) -> Option<u64> {
+/// (VmRSS, RssAnon) of a process in KiB: all it has resident (shared buffers it touched
+/// included), and its private memory, where a leak would show.
+fn rss_kib(pid: &str) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("RssAnon:")?))
 }
 
 /// Nanoseconds per row of `expr` over 1M rows, best of 3, less the empty scan's.
@@ -91,8 +96,8 @@ struct Minute {
     max_profile_slots: i32,
     /// Live entries of the cluster's verified-token table (issue 20).
     max_token_entries: i32,
-    worker_rss: Option<u64>,
-    backend_rss: Option<u64>,
+    worker_rss: Option<(u64, u64)>,
+    backend_rss: Option<(u64, u64)>,
     opened: u64,
     terminated: u64,
     worker_stops: u64,
@@ -411,10 +416,18 @@ fn main() {
     }
     println!("\nunexpected errors: {unexpected}\n");
     println!(
-        "| minute | backends opened / terminated | worker stops | rotations | long-lived backend: hits / misses (hit ratio) | JWKS slots in use (max) | profile slots in use (max) | verified tokens in the table (max) | worker RSS (MiB) | long-lived backend RSS (MiB) |"
+        "| minute | backends opened / terminated | worker stops | rotations | long-lived backend: hits / misses (hit ratio) | JWKS slots in use (max) | profile slots in use (max) | verified tokens in the table (max) | worker RSS / private (MiB) | long-lived backend RSS / private (MiB) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let mib = |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0));
+    let mib = |k: Option<(u64, u64)>| {
+        k.map_or("?".into(), |(all, private)| {
+            format!(
+                "{:.1} / {:.1}",
+                all as f64 / 1024.0,
+                private as f64 / 1024.0
+            )
+        })
+    };
     for (i, m) in minutes.lock().unwrap().iter().enumerate() {
         let ratio = if m.hits + m.misses > 0 {
             format!("{:.4}", m.hits as f64 / (m.hits + m.misses) as f64)
