@@ -83,6 +83,14 @@ pub fn port_of(name: &str) -> u16 {
     env_port(name)
 }
 
+/// `pgbench -n` (no vacuum) against the server on 127.0.0.1:`port` as `user`; the caller
+/// adds clients, duration, the script and the database.
+pub fn pgbench(port: u16, user: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("pgbench");
+    c.args(["-n", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user]);
+    c
+}
+
 pub fn connect_as(port: u16, user: &str, db: &str) -> Client {
     Client::connect(
         &format!("host=127.0.0.1 port={port} user={user} dbname={db}"),

@@ -4,8 +4,6 @@
 //! 28000, every valid one sees only its person's rows, no backend crash in the server log,
 //! and the JWKS server sees at most one fetch per backend.
 
-use std::process::Command;
-
 use outseta_dev::{b64url, with_payload, TokenRequest};
 use outseta_e2e::*;
 
@@ -84,16 +82,7 @@ fn pgbench_mixed_valid_and_invalid_tokens() {
     )
     .unwrap();
     let fetches_before = f.server.hits("/.well-known/jwks");
-    let out = Command::new("pgbench")
-        .args([
-            "-n",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &f.port.to_string(),
-            "-U",
-            "outseta_app",
-        ])
+    let out = pgbench(f.port, "outseta_app")
         .args([
             "-c",
             &CLIENTS.to_string(),

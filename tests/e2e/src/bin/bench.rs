@@ -416,10 +416,9 @@ impl Bench {
     fn pgbench(&self, port: u16, flags: &[String], name: &str, script: &str) -> String {
         let path = self.work.join(name);
         std::fs::write(&path, script).unwrap();
-        let out = Command::new("pgbench")
-            .arg("-n")
+        let out = outseta_e2e::pgbench(port, APP)
             .args(flags)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", APP, "-f"])
+            .arg("-f")
             .arg(&path)
             .arg(DB)
             .output()
@@ -654,26 +653,26 @@ impl Bench {
             "\n### 3. Per-request throughput (pgbench, 4 clients, {secs} s, prepared; RLS over {} rows / {PEOPLE} people)\n",
             self.rows
         );
-        let same = "BEGIN;\n\
-            SELECT set_config('outseta_auth.token', token, true) FROM tokens WHERE id = :client_id;\n\
-            SELECT payload FROM items LIMIT 5;\nEND;\n";
-        let fresh = format!(
-            "\\set id random(0, {})\nBEGIN;\n\
-             SELECT set_config('outseta_auth.token', token, true) FROM tokens WHERE id = :id;\n\
-             SELECT payload FROM items LIMIT 5;\nEND;\n",
-            n - 1
-        );
-        let base = "BEGIN;\n\
-            SELECT set_config('app.user_id', person, true) FROM tokens WHERE id = :client_id;\n\
-            SELECT payload FROM items_base LIMIT 5;\nEND;\n";
-        // (b)'s like-for-like baseline: the same random row of `tokens` each transaction
-        // (reading a random row of a 20 MB table is itself slower than the same row).
-        let base_fresh = format!(
-            "\\set id random(0, {})\nBEGIN;\n\
-             SELECT set_config('app.user_id', person, true) FROM tokens WHERE id = :id;\n\
-             SELECT payload FROM items_base LIMIT 5;\nEND;\n",
-            n - 1
-        );
+        // A transaction: a setting from a row of `tokens` (the client's own, or a random one
+        // of the n), then five rows of `table` under its policy.
+        let script = |setting: &str, column: &str, table: &str, random: bool| {
+            let (pick, id) = if random {
+                (format!("\\set id random(0, {})\n", n - 1), ":id")
+            } else {
+                (String::new(), ":client_id")
+            };
+            format!(
+                "{pick}BEGIN;\n\
+                 SELECT set_config('{setting}', {column}, true) FROM tokens WHERE id = {id};\n\
+                 SELECT payload FROM {table} LIMIT 5;\nEND;\n"
+            )
+        };
+        let same = script("outseta_auth.token", "token", "items", false);
+        let fresh = script("outseta_auth.token", "token", "items", true);
+        let base = script("app.user_id", "person", "items_base", false);
+        // (b)'s like-for-like baseline: the same random rows of `tokens` (reading a random row
+        // of a 20 MB table is itself slower than the same row).
+        let base_fresh = script("app.user_id", "person", "items_base", true);
         let flags: Vec<String> = [
             "-M",
             "prepared",
@@ -699,8 +698,8 @@ impl Bench {
             let tps = |name: &str, script: &str| {
                 Self::field(&self.pgbench(self.a.port, &flags, name, script), "tps = ")
             };
-            tb.push(tps("base.sql", base));
-            ta.push(tps("same.sql", same));
+            tb.push(tps("base.sql", &base));
+            ta.push(tps("same.sql", &same));
             td.push(tps("base_fresh.sql", &base_fresh));
             tf.push(tps("fresh.sql", &fresh));
         }

@@ -165,26 +165,8 @@ fn main() {
     )
     .unwrap();
     let secs = a.minutes * 60;
-    let pgbench = Command::new("pgbench")
-        .args([
-            "-n",
-            "-c",
-            "4",
-            "-j",
-            "2",
-            "-T",
-            &secs.to_string(),
-            "-P",
-            "60",
-        ])
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &a.port.to_string(),
-            "-U",
-            "postgres",
-        ])
+    let pgbench = outseta_e2e::pgbench(a.port, "postgres")
+        .args(["-c", "4", "-j", "2", "-T", &secs.to_string(), "-P", "60"])
         .arg("-f")
         .arg(&script)
         .arg("-D")
