@@ -12,7 +12,7 @@
 //! `set_config`): its check hook refuses role, database, server-file and connection-string
 //! values, so that no token can be planted in a default for later sessions.
 //!
-//! Each superuser setting has an assign hook that bumps [`generation`]; the verification
+//! Each setting the request path reads has an assign hook that bumps [`generation`]; the verification
 //! engine rebuilds its configuration, and drops cached tokens when trust changed, whenever
 //! the generation moves. Postgres calls assign hooks on every change of value, including
 //! `SET LOCAL`, `RESET`, and the rollback of a transaction or savepoint.
@@ -188,26 +188,26 @@ settings! {
         c"";
     su_int HTTP_TIMEOUT c"outseta_auth.http_timeout" = defaults::HTTP_TIMEOUT,
         range (100, 60_000), unit UNIT_MS,
-        c"Total time allowed for one JWKS fetch.",
+        c"Total time allowed for one JWKS fetch or profile request.",
         c"";
     su_int HTTP_CONNECT_TIMEOUT c"outseta_auth.http_connect_timeout" =
         defaults::HTTP_CONNECT_TIMEOUT,
         range (100, 60_000), unit UNIT_MS,
-        c"Time allowed to connect to the JWKS server.",
+        c"Time allowed to connect to the JWKS server or the profile endpoint.",
         c"";
-    pub su_string TOKEN_SOURCES c"outseta_auth.token_sources" = defaults::TOKEN_SOURCES,
+    su_string TOKEN_SOURCES c"outseta_auth.token_sources" = defaults::TOKEN_SOURCES,
         check Some(check_token_sources),
         c"Where the accessors look for the token, in order: setting, cookie, header.",
         c"";
-    pub su_string TOKEN_COOKIE c"outseta_auth.token_cookie" = defaults::TOKEN_COOKIE,
+    su_string TOKEN_COOKIE c"outseta_auth.token_cookie" = defaults::TOKEN_COOKIE,
         check None,
         c"Cookie (in request.cookies) that carries the token; Outseta's script uses Outseta.nocode.accessToken.",
         c"";
-    pub su_string TOKEN_HEADER c"outseta_auth.token_header" = c"",
+    su_string TOKEN_HEADER c"outseta_auth.token_header" = c"",
         check None,
         c"Request header (in request.headers, lower case) that carries the token; empty disables it.",
         c"A \"Bearer \" prefix is stripped.";
-    pub su_string AUTHENTICATED_ROLE c"outseta_auth.authenticated_role" = c"",
+    su_string AUTHENTICATED_ROLE c"outseta_auth.authenticated_role" = c"",
         check None,
         c"Role that outseta_pre_request() switches a request with a valid token to (SET LOCAL ROLE); empty: no switch.",
         c"PostgREST's authenticator role must be a member of it.";
@@ -216,7 +216,7 @@ settings! {
     su_bool_sql PRE_REQUEST_CLAIMS c"outseta_auth.pre_request_claims" = false,
         c"When on, outseta_pre_request() sets request.jwt.claims (transaction-local) to a valid token's verified claims plus role, for Supabase's auth.jwt()/auth.role().",
         c"No token: PostgREST's own claims stay. A bad token: 401, claims untouched.";
-    pub su_string COOKIE_ORIGINS c"outseta_auth.cookie_origins" = c"",
+    su_string COOKIE_ORIGINS c"outseta_auth.cookie_origins" = c"",
         check Some(check_cookie_origins),
         c"Comma list of origins (e.g. https://app.example.com) whose requests may use the token cookie besides same-origin ones; empty: same-origin requests only.",
         c"Same-origin: no Origin, or an Origin matching the request's Host, and Sec-Fetch-Site not same-site. A cookie token is never used for a request whose Sec-Fetch-Site is cross-site.";
@@ -474,7 +474,7 @@ pub fn borrow_bytes(s: &'static GucSetting<Option<CString>>) -> &'static [u8] {
 
 /// As [`borrow_bytes`], as text ("" if the value is not UTF-8, which Postgres prevents in
 /// UTF-8 databases).
-pub fn borrow_str(s: &'static GucSetting<Option<CString>>) -> &'static str {
+fn borrow_str(s: &'static GucSetting<Option<CString>>) -> &'static str {
     std::str::from_utf8(borrow_bytes(s)).unwrap_or("")
 }
 

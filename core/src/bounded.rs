@@ -40,6 +40,15 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         self.map.get(key).map(|(v, _)| v)
     }
 
+    /// The entry's own key (an `Rc` for tokens: shared, not copied) and its value.
+    pub fn get_key_value<Q>(&self, key: &Q) -> Option<(&K, &V)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get_key_value(key).map(|(k, (v, _))| (k, v))
+    }
+
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,

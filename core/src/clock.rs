@@ -48,13 +48,13 @@ impl Now {
 /// The reading [`Now::recent`] keeps: the precise clocks as read when the coarse clock
 /// showed `coarse`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Recent {
+struct Recent {
     coarse: Option<(i64, i64)>,
     now: Now,
 }
 
 impl Recent {
-    pub const NONE: Recent = Recent {
+    const NONE: Recent = Recent {
         coarse: None,
         now: Now {
             wall: 0.0,
@@ -65,7 +65,7 @@ impl Recent {
     /// The kept reading while the coarse clock shows what it showed then; else `read()`,
     /// kept with the coarse clock's new value. An unreadable coarse clock (None) reads every
     /// time.
-    pub fn at(&mut self, coarse: Option<(i64, i64)>, read: impl FnOnce() -> Now) -> Now {
+    fn at(&mut self, coarse: Option<(i64, i64)>, read: impl FnOnce() -> Now) -> Now {
         if coarse.is_some() && coarse == self.coarse {
             return self.now;
         }
@@ -166,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn recent_is_never_ahead_and_follows_the_real_clocks() {
+    fn recent_moves_on_with_the_real_coarse_clock() {
         // No bound on how late a tick may come (a virtual machine's vCPU can wait for its
         // host): recent() is never ahead of a later precise reading, and it moves on once the
         // coarse clock does (within 10 s of trying, which only a stopped clock would miss).

@@ -22,8 +22,8 @@ impl KeySource {
     }
 }
 
-/// The settings' defaults, written once: the settings' declarations (`src/settings.rs`)
-/// and the core's `Default` impls both use these.
+/// The settings' defaults, written once: the settings' declarations (`src/settings.rs`) use
+/// them all, and the core's `Default` impls those the core has too.
 pub mod defaults {
     use std::ffi::CStr;
 

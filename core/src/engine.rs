@@ -18,6 +18,7 @@
 //!   that check's answer holds: it is a step of verification ([`Revocation`]), and its
 //!   verdict is kept on the cached token, so a hit costs the same with it as without.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::claims::{self, VerifiedToken};
@@ -77,7 +78,7 @@ pub struct Engine {
     /// [`Config::trust_digest`] of `config`.
     trust: Digest,
     /// The last token verified, byte for byte, and its result.
-    last: Option<(Box<str>, Cached)>,
+    last: Option<(Rc<str>, Cached)>,
     tokens: TokenCache,
     /// Cached verdicts are served only until then: the fetch time of the keys that
     /// verified them plus `max_stale` (infinite for a literal JWKS).
@@ -161,8 +162,8 @@ impl Engine {
             .is_some_and(|(last, _)| last.as_bytes() == token);
         if !last_matches {
             let token = std::str::from_utf8(token).ok()?;
-            let c = self.tokens.get(token)?.clone();
-            self.last = Some((token.into(), c));
+            let (key, c) = self.tokens.entry(token)?;
+            self.last = Some((key.clone(), c.clone()));
         }
         let (_, c) = self.last.as_ref().expect("set above");
         if now.mono >= c.checked_until {
@@ -327,12 +328,16 @@ impl Engine {
         let cfg = self.current()?;
         // A verdict whose revocation answer ran out: that check again, nothing else.
         if let Some(how) = &cfg.profile {
-            if let Some(c) = self.tokens.get(token).cloned() {
+            if let Some((key, c)) = self
+                .tokens
+                .entry(token)
+                .map(|(k, c)| (k.clone(), c.clone()))
+            {
                 c.v.check_times(clock.wall, cfg.policy.leeway)?;
                 let until = to_mono(revocation.check(token, &c.v, how, clock.wall)?, clock);
                 self.tokens.set_checked_until(token, until);
                 self.last = Some((
-                    token.into(),
+                    key,
                     Cached {
                         v: c.v.clone(),
                         checked_until: until,
@@ -407,8 +412,10 @@ impl Engine {
             v: v.clone(),
             checked_until,
         };
-        self.tokens.insert(token, parsed.payload.len(), c.clone());
-        self.last = Some((token.into(), c));
+        let key: Rc<str> = Rc::from(token);
+        self.tokens
+            .insert(key.clone(), parsed.payload.len(), c.clone());
+        self.last = Some((key, c));
         Ok(v)
     }
 

@@ -37,6 +37,11 @@ impl TokenCache {
         self.cache.get(token)
     }
 
+    /// The cached token itself (shared by the engine's last-token copy) and its verdict.
+    pub fn entry(&self, token: &str) -> Option<(&Rc<str>, &Cached)> {
+        self.cache.get_key_value(token)
+    }
+
     /// A new revocation verdict for a cached token.
     pub fn set_checked_until(&mut self, token: &str, until: f64) {
         if let Some(c) = self.cache.get_mut(token) {
@@ -48,11 +53,11 @@ impl TokenCache {
         self.cache.is_empty()
     }
 
-    /// Cost: the token twice (key, and the last-token copy) and its payload. A token
-    /// already there takes the new verdict (and counts as new).
-    pub fn insert(&mut self, token: &str, payload_len: usize, v: Cached) {
-        self.cache
-            .insert(Rc::from(token), v, 2 * token.len() + payload_len);
+    /// Cost: the token twice (the key, and a last-token copy of it when it is not shared)
+    /// and its payload. A token already there takes the new verdict (and counts as new).
+    pub fn insert(&mut self, token: Rc<str>, payload_len: usize, v: Cached) {
+        let cost = 2 * token.len() + payload_len;
+        self.cache.insert(token, v, cost);
     }
 
     pub fn clear(&mut self) {
@@ -77,7 +82,7 @@ mod tests {
     fn bounded_by_entries_and_bytes() {
         let mut c = TokenCache::default();
         for i in 0..TOKEN_CACHE_ENTRIES + 10 {
-            c.insert(&format!("t{i}"), 10, verified());
+            c.insert(Rc::from(format!("t{i}")), 10, verified());
         }
         assert_eq!(c.cache.len(), TOKEN_CACHE_ENTRIES);
         assert!(c.get("t0").is_none(), "oldest evicted");
@@ -85,7 +90,7 @@ mod tests {
         c.clear();
         let big = "x".repeat(16 * 1024);
         for i in 0..1000 {
-            c.insert(&format!("{big}{i}"), 1000, verified());
+            c.insert(Rc::from(format!("{big}{i}")), 1000, verified());
         }
         assert!(c.cache.cost() <= TOKEN_CACHE_BYTES);
         assert!(!c.is_empty());

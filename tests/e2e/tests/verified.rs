@@ -200,9 +200,16 @@ fn a_withdrawn_key_clears_the_entries() {
     let connect = || backend(db);
     let t = server.mint(&TokenRequest::new(JANE, ACME));
     verify(&mut connect(), &t).unwrap();
+    let (used_first, hits_first) = tokens_area();
     verify(&mut connect(), &t).unwrap();
     let (used, hits) = tokens_area();
-    assert!(used >= 1);
+    // This token's entry, and the second backend's hit on it.
+    assert!(used >= 1 && used == used_first, "{used_first} then {used}");
+    assert_eq!(
+        hits - hits_first,
+        1,
+        "the second backend hit the first one's entry"
+    );
     // Outseta withdraws the key: its JWKS lists only a new one. The worker refreshes the
     // keys every second; the store's new key set clears every entry.
     server.issuer.lock().unwrap().rotate(false);
