@@ -1,0 +1,5 @@
+-- outseta_auth 0.3.0 -> 0.4.0 (ALTER EXTENSION outseta_auth UPDATE)
+--
+-- 0.4.0 brings the portable edition, outseta_auth_sql (portable/), with the same SQL API
+-- for platforms that load no native code. The native extension's SQL objects are unchanged:
+-- every function keeps its signature, volatility, privileges and symbol.
