@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RSA_PKCS1_SHA384, RSA_PKCS1_SHA512};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
@@ -43,6 +43,21 @@ impl SigningKey {
         SigningKey {
             kid: kid.to_string(),
             pair,
+        }
+    }
+
+    /// An RSA key of 2048, 3072, 4096 or 8192 bits.
+    pub fn generate_bits(kid: &str, bits: usize) -> Self {
+        let size = match bits {
+            2048 => KeySize::Rsa2048,
+            3072 => KeySize::Rsa3072,
+            4096 => KeySize::Rsa4096,
+            8192 => KeySize::Rsa8192,
+            other => panic!("no RSA key size of {other} bits"),
+        };
+        SigningKey {
+            kid: kid.to_string(),
+            pair: KeyPair::generate(size).expect("RSA key generation"),
         }
     }
 
@@ -103,6 +118,37 @@ impl SigningKey {
             .sign(&RSA_PKCS1_SHA256, &rng, message, &mut sig)
             .expect("RSA signing");
         sig
+    }
+
+    /// An RSASSA-PKCS1-v1_5 signature with the hash `alg` names (RS256, RS384, RS512).
+    pub fn sign_alg(&self, alg: &str, message: &[u8]) -> Vec<u8> {
+        let padding = match alg {
+            "RS384" => &RSA_PKCS1_SHA384,
+            "RS512" => &RSA_PKCS1_SHA512,
+            _ => &RSA_PKCS1_SHA256,
+        };
+        let mut sig = vec![0; self.pair.public_modulus_len()];
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        self.pair
+            .sign(padding, &rng, message, &mut sig)
+            .expect("RSA signing");
+        sig
+    }
+
+    /// A compact JWS of exactly this header and payload text, signed with the hash its
+    /// `alg` names (RS384, RS512; RS256 otherwise), whatever else the header says.
+    pub fn mint_raw(&self, header: &str, payload: &str) -> String {
+        let alg = serde_json::from_str::<Value>(header)
+            .ok()
+            .and_then(|h| h.get("alg").and_then(Value::as_str).map(String::from))
+            .unwrap_or_default();
+        let input = format!(
+            "{}.{}",
+            b64url(header.as_bytes()),
+            b64url(payload.as_bytes())
+        );
+        let sig = self.sign_alg(&alg, input.as_bytes());
+        format!("{input}.{}", b64url(&sig))
     }
 
     /// A compact JWS with `{"alg":"RS256","typ":"JWT","kid":...}`.

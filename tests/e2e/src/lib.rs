@@ -3,6 +3,7 @@
 //! example schema loaded and the JWKS served by an in-process outseta-dev server on
 //! 127.0.0.1.
 
+pub mod portable;
 pub mod webdriver;
 
 use std::sync::OnceLock;

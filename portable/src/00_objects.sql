@@ -1,0 +1,108 @@
+-- outseta_auth_sql: the portable edition of outseta_auth (SQL and PL/pgSQL only).
+--
+-- The types and tables. Every object lives in @extschema@ (the extension's schema under
+-- pg_tle, the first schema of the installing role's search_path for the plain script).
+-- Running this again (the plain script) keeps every row: tables are created if missing.
+
+DO $objects$
+BEGIN
+    IF pg_catalog.to_regtype('@extschema@.outseta_verify_result') IS NULL THEN
+        CREATE TYPE @extschema@.outseta_verify_result AS (
+            valid boolean,
+            claims jsonb,
+            error_code text,
+            error text
+        );
+    END IF;
+    -- What one verification step gives: the claims, or the error's code, message and detail
+    -- (the SQLSTATE and hint follow from the code: @extschema@._outseta_raise).
+    IF pg_catalog.to_regtype('@extschema@._outseta_outcome') IS NULL THEN
+        CREATE TYPE @extschema@._outseta_outcome AS (
+            claims jsonb,
+            code text,
+            message text,
+            detail text
+        );
+    END IF;
+END
+$objects$;
+
+-- The trust configuration: only values set with outseta_config_set(); defaults are in
+-- @extschema@._outseta_settings(). Owner only (the webhook secret is here).
+CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_config (
+    setting text PRIMARY KEY,
+    value text NOT NULL
+);
+
+-- The configuration resolved once per change (one row): what verification reads.
+CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_state (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    algorithms text[] NOT NULL,
+    issuers text[] NOT NULL,
+    audiences text[] NOT NULL,
+    leeway integer NOT NULL,
+    -- 'literal', 'url', or NULL with config_error set
+    source_kind text,
+    source_label text,
+    config_error text,
+    max_stale integer NOT NULL,
+    -- SHA-256 of everything a verdict depends on: the trust settings and the key set
+    trust bytea NOT NULL
+);
+
+-- The key set in use: parsed once per change. One row.
+CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_keyset (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    source text NOT NULL,
+    digest bytea NOT NULL,
+    version bigint NOT NULL,
+    fetched_at timestamptz,
+    expires_at timestamptz,
+    fetch_count bigint NOT NULL DEFAULT 0,
+    last_error text,
+    last_attempt timestamptz
+);
+
+-- Columns added after a table's first release are added here, for a run of a newer script.
+ALTER TABLE @extschema@.outseta_auth_keyset ADD COLUMN IF NOT EXISTS last_attempt timestamptz;
+
+-- Its usable keys (RSA keys with the modulus as numeric), and the ones set aside.
+CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_keys (
+    ord integer PRIMARY KEY,
+    kid text,
+    family text NOT NULL,      -- Rsa, EcP256, EcP384, Ed25519 (as the native edition names them)
+    alg text,                  -- the JWK's own alg, if it names one
+    bits integer NOT NULL,
+    nbytes integer,            -- RSA: the modulus' length in bytes
+    n numeric,
+    e bigint
+);
+CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_ignored_keys (
+    ord integer PRIMARY KEY,
+    kid text,
+    reason text NOT NULL
+);
+
+-- Verified tokens: keyed by SHA-256 of the token and the trust digest it was verified under
+-- (never by anything a caller can set). A hit skips the signature check; exp and nbf are
+-- checked again. Pruned by exp; emptied when the trust or the key set changes.
+CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_verified (
+    digest bytea PRIMARY KEY,
+    claims jsonb NOT NULL,
+    exp double precision NOT NULL,
+    nbf double precision
+);
+
+REVOKE ALL ON TABLE @extschema@.outseta_auth_config, @extschema@.outseta_auth_state,
+    @extschema@.outseta_auth_keyset, @extschema@.outseta_auth_keys,
+    @extschema@.outseta_auth_ignored_keys, @extschema@.outseta_auth_verified FROM PUBLIC;
+
+-- pg_dump keeps the configuration of an extension installed with pg_tle; the plain script
+-- is no extension, and there the tables are dumped as the owner's own.
+DO $dump$
+BEGIN
+    PERFORM pg_catalog.pg_extension_config_dump('@extschema@.outseta_auth_config', '');
+EXCEPTION WHEN others THEN
+    NULL;
+END
+$dump$;

@@ -1,0 +1,172 @@
+-- Where the current request's token comes from (outseta_auth.token_sources, in order):
+-- outseta_auth.token, the cookie in PostgREST's request.cookies, a header in
+-- request.headers. Only the token is taken from them; it is then verified like any other.
+-- request.* are placeholders any role can set: their text is refused over 64 KiB before it
+-- is parsed.
+
+-- The token setting, unless its value is a role or database default (pg_db_role_setting),
+-- which would act for every later session of that role (for example behind a pooler).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_token_setting() RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    raw text := current_setting('outseta_auth.token', true);
+    t text := btrim(raw, E' \t\n\r\f');
+BEGIN
+    IF t IS NULL OR t = '' THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s
+               WHERE s.setdatabase IN (0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database()))
+                 AND s.setrole IN (0, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = session_user))
+                 AND ('outseta_auth.token=' || raw) = ANY (s.setconfig)) THEN
+        RAISE WARNING 'outseta_auth.token is ignored: its value is a role or database default'
+            USING DETAIL = 'Role and database defaults of the token are refused, so that no token can act for later sessions.',
+                  HINT = 'ALTER ROLE ... RESET outseta_auth.token; use SET LOCAL in each transaction.';
+        RETURN NULL;
+    END IF;
+    RETURN t;
+END
+$fn$;
+
+-- A request setting's text, or raise too_large (28000) over 64 KiB.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_request_json(name text) RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    raw text := current_setting(name, true);
+    j jsonb;
+BEGIN
+    IF raw IS NULL OR raw = '' THEN
+        RETURN NULL;
+    END IF;
+    IF octet_length(raw) > 65536 THEN
+        PERFORM @extschema@._outseta_raise('too_large',
+            format('%s is too large to look for the Outseta token in', name),
+            format('size=%s bytes, max=65536 bytes', octet_length(raw)));
+    END IF;
+    j := @extschema@._outseta_jsonb(raw);
+    IF jsonb_typeof(j) IS DISTINCT FROM 'object' THEN
+        RETURN NULL;  -- not an object: no member, an anonymous request (as native)
+    END IF;
+    RETURN j;
+END
+$fn$;
+
+-- Whether the origin scheme://host[:port] names the authority host[:port] of a Host header.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_same_authority(origin text, host text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    rest text;
+    default_port text;
+BEGIN
+    IF left(origin, 8) = 'https://' THEN
+        rest := substr(origin, 9); default_port := '443';
+    ELSIF left(origin, 7) = 'http://' THEN
+        rest := substr(origin, 8); default_port := '80';
+    ELSE
+        RETURN false;
+    END IF;
+    IF rest = '' OR strpos(rest, '/') > 0 OR btrim(host) = '' THEN
+        RETURN false;
+    END IF;
+    RETURN @extschema@._outseta_authority(rest, default_port) = @extschema@._outseta_authority(host, default_port);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION @extschema@._outseta_authority(a text, default_port text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    x text := lower(btrim(a));
+    i integer := length(x) - strpos(reverse(x), ':') + 1;
+    h text := x;
+    port text := '';
+BEGIN
+    IF strpos(x, ':') > 0 AND strpos(substr(x, i), ']') = 0 THEN
+        h := left(x, i - 1);
+        port := substr(x, i + 1);
+    END IF;
+    IF port = '' OR port = default_port THEN
+        RETURN h;
+    END IF;
+    RETURN h || ':' || port;
+END
+$fn$;
+
+-- The CSRF rule for the cookie (the native edition's cookie_allowed): never cross-site; a
+-- listed origin; otherwise same-origin only.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_cookie_allowed(headers jsonb, origins text[]) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    site text := btrim(coalesce(CASE WHEN jsonb_typeof(headers->'sec-fetch-site') = 'string' THEN headers->>'sec-fetch-site' END, ''));
+    origin text := CASE WHEN jsonb_typeof(headers->'origin') = 'string' THEN rtrim(btrim(headers->>'origin'), '/') END;
+    host text := CASE WHEN jsonb_typeof(headers->'host') = 'string' THEN headers->>'host' END;
+BEGIN
+    IF headers IS NULL THEN
+        RETURN true;
+    END IF;
+    IF lower(site) = 'cross-site' THEN
+        RETURN false;
+    END IF;
+    IF origin IS NOT NULL AND lower(origin) = ANY (SELECT lower(o) FROM unnest(origins) o) THEN
+        RETURN true;
+    END IF;
+    IF lower(site) = 'same-site' THEN
+        RETURN false;
+    END IF;
+    IF origin IS NULL THEN
+        RETURN true;
+    END IF;
+    RETURN host IS NOT NULL AND @extschema@._outseta_same_authority(origin, host);
+END
+$fn$;
+
+-- The current request's token, or NULL.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_current_token() RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    source text;
+    t text;
+    j jsonb;
+    header text;
+BEGIN
+    FOREACH source IN ARRAY @extschema@._outseta_comma_list(@extschema@._outseta_setting('outseta_auth.token_sources')) LOOP
+        IF source = 'setting' THEN
+            t := @extschema@._outseta_token_setting();
+        ELSIF source = 'cookie' THEN
+            j := @extschema@._outseta_request_json('request.cookies');
+            t := CASE WHEN jsonb_typeof(j->@extschema@._outseta_setting('outseta_auth.token_cookie')) = 'string'
+                      THEN btrim(j->>@extschema@._outseta_setting('outseta_auth.token_cookie')) END;
+            IF t = '' THEN
+                t := NULL;
+            END IF;
+            IF t IS NOT NULL AND NOT @extschema@._outseta_cookie_allowed(
+                    @extschema@._outseta_request_json('request.headers'),
+                    (SELECT array_agg(rtrim(o, '/')) FROM unnest(@extschema@._outseta_comma_list(
+                        @extschema@._outseta_setting('outseta_auth.cookie_origins'))) o)) THEN
+                t := NULL;
+            END IF;
+        ELSIF source = 'header' THEN
+            header := lower(btrim(@extschema@._outseta_setting('outseta_auth.token_header')));
+            IF header <> '' THEN
+                j := @extschema@._outseta_request_json('request.headers');
+                t := CASE WHEN jsonb_typeof(j->header) = 'string' THEN btrim(j->>header) END;
+                IF lower(left(t, 7)) = 'bearer ' THEN
+                    t := btrim(substr(t, 8));
+                END IF;
+                IF t = '' THEN
+                    t := NULL;
+                END IF;
+            END IF;
+        END IF;
+        IF t IS NOT NULL THEN
+            RETURN t;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;

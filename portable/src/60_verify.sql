@@ -1,0 +1,288 @@
+-- Verification, in the native edition's order: size cap, shape, strict base64url, the
+-- header, the algorithm allow-list, key selection, the signature, then the claims. Nothing
+-- from the token decides which keys are trusted: jku, x5u, jwk and x5c are never read.
+
+-- The claims rules (the native edition's claims::check) on a payload whose signature held.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_check_claims(payload bytea, st @extschema@.outseta_auth_state,
+    now double precision) RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    txt text := @extschema@._outseta_utf8(payload);
+    c jsonb;
+    exp double precision;
+    nbf double precision;
+    iat double precision;
+    name text;
+    v double precision;
+BEGIN
+    IF txt IS NOT NULL THEN
+        c := @extschema@._outseta_jsonb(txt);
+    END IF;
+    IF c IS NULL AND txt ~ '(^|[^\\])(\\\\)*\\u0000' THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed',
+            'a claim contains the character U+0000 (NUL), which PostgreSQL text cannot hold');
+    ELSIF c IS NULL THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the claims are not valid UTF-8 JSON');
+    ELSIF jsonb_typeof(c) <> 'object' THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the claims are not a JSON object');
+    END IF;
+    -- exp, nbf, iat: absent, or a number
+    FOREACH name IN ARRAY ARRAY['exp', 'nbf', 'iat'] LOOP
+        IF NOT c ? name THEN
+            v := NULL;
+        ELSIF jsonb_typeof(c->name) <> 'number' THEN
+            RETURN @extschema@._outseta_fail('invalid_claim', format('Outseta token has an invalid "%s" claim', name), 'not a number');
+        ELSE
+            v := @extschema@._outseta_f64((c->name)::numeric);
+        END IF;
+        IF name = 'exp' THEN
+            IF v IS NULL THEN
+                RETURN @extschema@._outseta_fail('missing_claim', 'Outseta token is missing the "exp" claim');
+            END IF;
+            exp := v;
+            IF now >= exp + st.leeway THEN
+                RETURN @extschema@._outseta_fail('expired', 'Outseta token has expired',
+                    format('exp=%s now=%s leeway=%ss', @extschema@._outseta_num_text(exp), floor(now)::bigint, st.leeway));
+            END IF;
+        ELSIF name = 'nbf' THEN
+            nbf := v;
+            IF nbf > now + st.leeway THEN
+                RETURN @extschema@._outseta_fail('not_yet_valid', 'Outseta token is not yet valid',
+                    format('nbf=%s now=%s leeway=%ss', @extschema@._outseta_num_text(nbf), floor(now)::bigint, st.leeway));
+            END IF;
+        ELSIF v > now + st.leeway THEN
+            iat := v;
+            RETURN @extschema@._outseta_fail('issued_in_future', 'Outseta token was issued in the future',
+                format('iat=%s now=%s leeway=%ss', @extschema@._outseta_num_text(iat), floor(now)::bigint, st.leeway));
+        END IF;
+    END LOOP;
+    IF cardinality(st.issuers) > 0 THEN
+        IF NOT c ? 'iss' THEN
+            RETURN @extschema@._outseta_fail('missing_claim', 'Outseta token is missing the "iss" claim');
+        ELSIF jsonb_typeof(c->'iss') <> 'string' THEN
+            RETURN @extschema@._outseta_fail('invalid_claim', 'Outseta token has an invalid "iss" claim', 'not a string');
+        ELSIF NOT (c->>'iss') = ANY (st.issuers) THEN
+            RETURN @extschema@._outseta_fail('issuer_mismatch', 'Outseta token issuer is not accepted',
+                'iss=' || @extschema@._outseta_printable(c->>'iss'));
+        END IF;
+    END IF;
+    IF cardinality(st.audiences) > 0 THEN
+        IF NOT c ? 'aud' THEN
+            RETURN @extschema@._outseta_fail('missing_claim', 'Outseta token is missing the "aud" claim');
+        ELSIF jsonb_typeof(c->'aud') = 'string' THEN
+            IF NOT (c->>'aud') = ANY (st.audiences) THEN
+                RETURN @extschema@._outseta_fail('audience_mismatch', 'Outseta token audience is not accepted');
+            END IF;
+        ELSIF jsonb_typeof(c->'aud') = 'array' THEN
+            IF NOT EXISTS (SELECT FROM jsonb_array_elements(c->'aud') a
+                           WHERE jsonb_typeof(a) = 'string' AND (a #>> '{}') = ANY (st.audiences)) THEN
+                RETURN @extschema@._outseta_fail('audience_mismatch', 'Outseta token audience is not accepted');
+            END IF;
+        ELSE
+            RETURN @extschema@._outseta_fail('invalid_claim', 'Outseta token has an invalid "aud" claim',
+                'not a string or an array of strings');
+        END IF;
+    END IF;
+    RETURN ROW(c, NULL, NULL, NULL)::@extschema@._outseta_outcome;
+END
+$fn$;
+
+-- A NumericDate as the native edition prints it: whole numbers without a fraction.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_num_text(v double precision) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT CASE WHEN v = trunc(v) AND abs(v) < 1e15 THEN trunc(v)::bigint::text ELSE v::text END
+$fn$;
+
+-- The whole verification of one token under the resolved configuration, without caches.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_check(token text, st @extschema@.outseta_auth_state,
+    now double precision) RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    parts text[];
+    header_bytes bytea;
+    payload bytea;
+    sig bytea;
+    header jsonb;
+    header_text text;
+    token_alg text;
+    kid text;
+    key record;
+    candidates integer;
+    hash text;
+    mismatch text;
+BEGIN
+    IF octet_length(token) > 16384 THEN
+        RETURN @extschema@._outseta_fail('too_large', 'Outseta token is too large',
+            format('size=%s bytes, max=16384 bytes', octet_length(token)));
+    END IF;
+    IF token = '' THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the token is empty');
+    END IF;
+    parts := string_to_array(token, '.');
+    IF cardinality(parts) <> 3 THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed',
+            format('expected a compact JWS of 3 dot-separated parts, found %s', cardinality(parts)));
+    END IF;
+    IF parts[1] = '' OR parts[3] = '' THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the header or the signature is empty');
+    END IF;
+    header_bytes := @extschema@._outseta_b64url(parts[1]);
+    IF header_bytes IS NULL THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the header is not valid base64url');
+    END IF;
+    payload := @extschema@._outseta_b64url(parts[2]);
+    IF payload IS NULL THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the payload is not valid base64url');
+    END IF;
+    sig := @extschema@._outseta_b64url(parts[3]);
+    IF sig IS NULL THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the signature is not valid base64url');
+    END IF;
+    header_text := @extschema@._outseta_utf8(header_bytes);
+    IF header_text IS NOT NULL THEN
+        header := @extschema@._outseta_jsonb(header_text);
+    END IF;
+    IF header IS NULL THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the header is not valid JSON');
+    ELSIF jsonb_typeof(header) <> 'object' THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the header is not a JSON object');
+    ELSIF NOT header ? 'alg' THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the header has no "alg"');
+    ELSIF jsonb_typeof(header->'alg') <> 'string' THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the header "alg" is not a string');
+    END IF;
+    token_alg := header->>'alg';
+    IF NOT token_alg = ANY (st.algorithms) THEN
+        RETURN @extschema@._outseta_fail('algorithm_not_allowed',
+            format('Outseta token algorithm "%s" is not allowed', @extschema@._outseta_printable(token_alg)));
+    END IF;
+    IF header ? 'crit' THEN
+        RETURN @extschema@._outseta_fail('crit_unsupported', 'Outseta token has a "crit" header, which is not supported');
+    END IF;
+    IF header ? 'kid' AND jsonb_typeof(header->'kid') <> 'string' THEN
+        RETURN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'the header "kid" is not a string');
+    END IF;
+    kid := header->>'kid';
+
+    -- The key set: a literal one always; fetched or pushed ones until jwks_max_stale.
+    IF NOT EXISTS (SELECT FROM @extschema@.outseta_auth_keyset ks
+                   WHERE ks.source <> '' AND (ks.fetched_at IS NULL
+                       OR ks.fetched_at + make_interval(secs => st.max_stale) > to_timestamp(now))) THEN
+        RETURN @extschema@._outseta_fail('jwks_unavailable', format('could not load the JWKS from %s', st.source_label),
+            CASE WHEN EXISTS (SELECT FROM @extschema@.outseta_auth_keyset ks WHERE ks.source <> '')
+                 THEN 'the key set is older than outseta_auth.jwks_max_stale'
+                 ELSE 'no key set has been stored yet' END);
+    END IF;
+
+    -- Key selection: the kid's key, which must fit the algorithm; without a kid, the one
+    -- usable key that fits (as the native edition's KeySet::select).
+    IF kid IS NOT NULL THEN
+        SELECT * INTO key FROM @extschema@.outseta_auth_keys k WHERE k.kid = header->>'kid';
+        IF NOT FOUND THEN
+            RETURN @extschema@._outseta_fail('unknown_kid', 'Outseta token is signed with an unknown key id',
+                'kid=' || @extschema@._outseta_printable(kid));
+        END IF;
+        mismatch := @extschema@._outseta_key_misfit(key.family, key.alg, token_alg);
+        IF mismatch IS NOT NULL THEN
+            RETURN @extschema@._outseta_fail('key_mismatch', 'Outseta token algorithm does not match its key',
+                format('kid=%s alg=%s: %s', @extschema@._outseta_printable(kid), token_alg, mismatch));
+        END IF;
+    ELSE
+        SELECT count(*) INTO candidates FROM @extschema@.outseta_auth_keys k
+        WHERE @extschema@._outseta_key_misfit(k.family, k.alg, token_alg) IS NULL;
+        IF candidates <> 1 THEN
+            RETURN @extschema@._outseta_fail('no_matching_key', 'no key fits the Outseta token',
+                format('the token has no kid, and %s usable keys fit alg=%s', candidates, token_alg));
+        END IF;
+        SELECT * INTO key FROM @extschema@.outseta_auth_keys k
+        WHERE @extschema@._outseta_key_misfit(k.family, k.alg, token_alg) IS NULL;
+    END IF;
+
+    hash := CASE token_alg WHEN 'RS256' THEN 'SHA-256' WHEN 'RS384' THEN 'SHA-384' WHEN 'RS512' THEN 'SHA-512' END;
+    IF hash IS NULL OR key.family <> 'Rsa' OR NOT @extschema@._outseta_rsa_pkcs1_verify(key.n, key.e, key.nbytes, hash,
+            convert_to(parts[1] || '.' || parts[2], 'UTF8'), sig) THEN
+        RETURN @extschema@._outseta_fail('bad_signature', 'Outseta token has a bad signature',
+            CASE WHEN kid IS NOT NULL THEN 'kid=' || @extschema@._outseta_printable(kid) END);
+    END IF;
+    RETURN @extschema@._outseta_check_claims(payload, st, now);
+END
+$fn$;
+
+-- Why a key cannot verify a token whose header says alg (NULL: it can).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_key_misfit(family text, key_alg text, alg text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT CASE
+        WHEN @extschema@._outseta_alg_family(alg) <> family
+            THEN format('%s needs a %s key, this is %s', alg, @extschema@._outseta_alg_family(alg), family)
+        WHEN key_alg IS NOT NULL AND key_alg <> alg
+            THEN format('the key is for %s, the token says %s', key_alg, alg)
+    END
+$fn$;
+
+-- The verdict for a token: from the verified-token table when it holds the token under the
+-- current trust digest (exp and nbf checked again), else the whole check, remembered when
+-- valid and the transaction can write (never on a hot standby or in a read-only
+-- transaction, where every use checks the signature again).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict(token text) RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    st @extschema@.outseta_auth_state;
+    now double precision := extract(epoch FROM clock_timestamp());
+    key_digest bytea;
+    hit record;
+    o @extschema@._outseta_outcome;
+BEGIN
+    SELECT * INTO st FROM @extschema@.outseta_auth_state;
+    IF NOT FOUND OR st.config_error IS NOT NULL THEN
+        RETURN @extschema@._outseta_fail('config_error', 'invalid value for outseta_auth.domain',
+            coalesce(st.config_error, 'no key source is configured: set outseta_auth.domain (or outseta_auth.jwks_url, or outseta_auth.jwks)'));
+    END IF;
+    IF octet_length(token) > 16384 THEN
+        RETURN @extschema@._outseta_check(token, st, now);
+    END IF;
+    key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
+    -- A verdict counts only while the keys that gave it may still be used (jwks_max_stale).
+    SELECT v.claims, v.exp, v.nbf INTO hit
+    FROM @extschema@.outseta_auth_verified v, @extschema@.outseta_auth_keyset ks
+    WHERE v.digest = key_digest AND ks.source <> ''
+      AND (ks.fetched_at IS NULL OR ks.fetched_at + make_interval(secs => st.max_stale) > to_timestamp(now));
+    IF FOUND THEN
+        IF now >= hit.exp + st.leeway THEN
+            RETURN @extschema@._outseta_fail('expired', 'Outseta token has expired',
+                format('exp=%s now=%s leeway=%ss', @extschema@._outseta_num_text(hit.exp), floor(now)::bigint, st.leeway));
+        ELSIF hit.nbf > now + st.leeway THEN
+            RETURN @extschema@._outseta_fail('not_yet_valid', 'Outseta token is not yet valid',
+                format('nbf=%s now=%s leeway=%ss', @extschema@._outseta_num_text(hit.nbf), floor(now)::bigint, st.leeway));
+        END IF;
+        RETURN ROW(hit.claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
+    END IF;
+    -- Keys missing or past their TTL: fetch first (where that is possible at all).
+    IF @extschema@._outseta_maybe_fetch(st, false) THEN
+        SELECT * INTO st FROM @extschema@.outseta_auth_state;
+        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
+    END IF;
+    o := @extschema@._outseta_check(token, st, now);
+    -- The issuer may have rotated its keys since the last fetch.
+    IF o.code = 'unknown_kid' AND @extschema@._outseta_maybe_fetch(st, true) THEN
+        SELECT * INTO st FROM @extschema@.outseta_auth_state;
+        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
+        o := @extschema@._outseta_check(token, st, now);
+    END IF;
+    IF o.code IS NULL AND current_setting('transaction_read_only') = 'off' THEN
+        INSERT INTO @extschema@.outseta_auth_verified (digest, claims, exp, nbf)
+        VALUES (key_digest, o.claims, @extschema@._outseta_f64((o.claims->>'exp')::numeric),
+                @extschema@._outseta_f64((o.claims->>'nbf')::numeric))
+        ON CONFLICT DO NOTHING;
+        -- Pruned by exp, now and then (about one insert in 64).
+        IF random() < 1.0 / 64 THEN
+            DELETE FROM @extschema@.outseta_auth_verified v WHERE v.exp + st.leeway < now;
+        END IF;
+    END IF;
+    RETURN o;
+END
+$fn$;
