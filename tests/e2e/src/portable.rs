@@ -31,9 +31,19 @@ pub fn script() -> String {
 
 /// Run a psql script file as `user` on database `db`; panics with psql's output on failure.
 pub fn psql_file(port: u16, user: &str, db: &str, file: &str) {
+    psql_file_with(port, user, db, file, "\"$user\", public");
+}
+
+/// As [`psql_file`], with the session's `search_path` (the script installs into its first
+/// schema).
+pub fn psql_file_with(port: u16, user: &str, db: &str, file: &str, search_path: &str) {
     let out = std::process::Command::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
         .args(["-p", &port.to_string(), "-U", user, "-d", db, "-f", file])
+        .env(
+            "PGOPTIONS",
+            format!("-c search_path={}", search_path.replace(' ', "\\ ")),
+        )
         .output()
         .expect("psql");
     assert!(
