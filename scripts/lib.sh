@@ -74,13 +74,14 @@ install_extension() {
 }
 
 # cluster_start DIR PORT [extra postgresql.conf lines...]: a new cluster in DIR.
-# PRELOAD=no leaves outseta_auth out of shared_preload_libraries (loaded on first use).
+# PRELOAD=no leaves outseta_auth out of shared_preload_libraries (loaded on first use);
+# PG_SUPERUSER names the bootstrap superuser (default postgres).
 cluster_start() {
   local dir=$1 port=$2; shift 2
   rm -rf "$dir"
   install -d -m 700 "$dir"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
-  pg_run initdb -D "$dir/data" -U postgres -A trust --locale=C.UTF-8 >/dev/null
+  pg_run initdb -D "$dir/data" -U "${PG_SUPERUSER:-postgres}" -A trust --locale=C.UTF-8 >/dev/null
   {
     echo "listen_addresses = '127.0.0.1'"
     echo "port = $port"

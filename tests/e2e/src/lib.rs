@@ -4,6 +4,7 @@
 //! 127.0.0.1.
 
 pub mod portable;
+pub mod supabase_js;
 pub mod webdriver;
 
 use std::sync::OnceLock;

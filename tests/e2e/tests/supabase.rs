@@ -6,11 +6,10 @@
 //! the Outseta token in a header or the cookie. `outseta_auth.pre_request_claims` is what
 //! makes the policies work unchanged.
 
-use std::process::Command;
 use std::sync::OnceLock;
 
 use outseta_dev::gateway::{Gateway, Routes};
-use outseta_dev::{b64url, hmac_sha256, TokenRequest};
+use outseta_dev::TokenRequest;
 use outseta_e2e::*;
 use serde_json::{json, Value};
 
@@ -24,17 +23,6 @@ struct Supabase {
     anon_key: String,
     _rest: PostgRest,
     _gateway: Gateway,
-}
-
-/// An HS256 JWT signed with the project's secret, as Supabase's anon key is.
-fn supabase_key(role: &str) -> String {
-    let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let now = outseta_dev::now();
-    let claims = json!({"role": role, "iss": "supabase", "iat": now, "exp": now + 3600});
-    let payload = b64url(claims.to_string().as_bytes());
-    let signed = format!("{header}.{payload}");
-    let sig = b64url(&hmac_sha256(JWT_SECRET.as_bytes(), signed.as_bytes()));
-    format!("{signed}.{sig}")
 }
 
 fn supabase() -> &'static Supabase {
@@ -83,7 +71,7 @@ fn supabase() -> &'static Supabase {
         .unwrap();
         Supabase {
             url: gateway.url(),
-            anon_key: supabase_key("anon"),
+            anon_key: outseta_e2e::supabase_js::api_key(JWT_SECRET, "anon"),
             _rest: rest,
             _gateway: gateway,
         }
@@ -93,23 +81,7 @@ fn supabase() -> &'static Supabase {
 /// Run the steps through supabase-js; one `{status, data, error}` per step.
 fn client(steps: Value) -> Vec<Value> {
     let s = supabase();
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/supabase");
-    let out = Command::new("node")
-        .current_dir(dir)
-        .arg("client.mjs")
-        .arg(steps.to_string())
-        .env("SUPABASE_URL", &s.url)
-        .env("SUPABASE_ANON_KEY", &s.anon_key)
-        .output()
-        .expect("node (installed by scripts/setup)");
-    assert!(
-        out.status.success(),
-        "supabase-js client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    v.as_array().unwrap().clone()
+    outseta_e2e::supabase_js::run(&s.url, &s.anon_key, steps)
 }
 
 /// The titles a select returned, leaving out the rows the writes test adds and removes
