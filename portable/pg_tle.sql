@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_config (
     value text NOT NULL
 );
 
--- The configuration resolved once per change (one row): what verification reads.
+-- The configuration resolved once per change (one row): all that a verification and the
+-- token lookup read, in one row read.
 CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_state (
     id boolean PRIMARY KEY DEFAULT true CHECK (id),
     algorithms text[] NOT NULL,
@@ -54,8 +55,17 @@ CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_state (
     source_label text,
     config_error text,
     max_stale integer NOT NULL,
+    -- until when (epoch seconds) the stored keys may be used: +infinity for a literal key
+    -- set, the last fetch + jwks_max_stale for fetched or pushed ones, -infinity for none
+    keys_until double precision NOT NULL,
+    token_sources text[] NOT NULL,
+    token_cookie text NOT NULL,
+    token_header text NOT NULL,
+    cookie_origins text[] NOT NULL,
     -- SHA-256 of everything a verdict depends on: the trust settings and the key set
-    trust bytea NOT NULL
+    trust bytea NOT NULL,
+    -- the key of the session memo's MACs (random, made once; never leaves this table)
+    memo_key bytea NOT NULL
 );
 
 -- The key set in use: parsed once per change. One row.
@@ -938,15 +948,29 @@ BEGIN
     st.source_label := label;
     st.config_error := problem;
     st.max_stale := @extschema@._outseta_setting('outseta_auth.jwks_max_stale')::integer;
+    st.keys_until := CASE
+        WHEN ks.source IS NULL OR ks.source = '' THEN '-infinity'::double precision
+        WHEN ks.fetched_at IS NULL THEN 'infinity'::double precision
+        ELSE extract(epoch FROM ks.fetched_at) + st.max_stale END;
+    st.token_sources := @extschema@._outseta_comma_list(@extschema@._outseta_setting('outseta_auth.token_sources'));
+    st.token_cookie := @extschema@._outseta_setting('outseta_auth.token_cookie');
+    st.token_header := lower(btrim(@extschema@._outseta_setting('outseta_auth.token_header')));
+    st.cookie_origins := ARRAY(SELECT rtrim(o, '/') FROM unnest(@extschema@._outseta_comma_list(
+        @extschema@._outseta_setting('outseta_auth.cookie_origins'))) o);
     st.trust := sha256(convert_to(pg_catalog.jsonb_build_array('outseta_auth_sql trust 1',
         st.algorithms, st.issuers, st.audiences, st.leeway, kind, label,
-        encode(ks.digest, 'hex'), ks.version, ks.source)::text, 'UTF8'));
+        encode(ks.digest, 'hex'), ks.source)::text, 'UTF8'));
+    st.memo_key := coalesce((SELECT s.memo_key FROM @extschema@.outseta_auth_state s),
+        sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text || clock_timestamp()::text, 'UTF8')));
     SELECT trust INTO old_trust FROM @extschema@.outseta_auth_state;
     INSERT INTO @extschema@.outseta_auth_state VALUES (st.*)
     ON CONFLICT (id) DO UPDATE SET algorithms = excluded.algorithms, issuers = excluded.issuers,
         audiences = excluded.audiences, leeway = excluded.leeway, source_kind = excluded.source_kind,
         source_label = excluded.source_label, config_error = excluded.config_error,
-        max_stale = excluded.max_stale, trust = excluded.trust;
+        max_stale = excluded.max_stale, keys_until = excluded.keys_until,
+        token_sources = excluded.token_sources, token_cookie = excluded.token_cookie,
+        token_header = excluded.token_header, cookie_origins = excluded.cookie_origins,
+        trust = excluded.trust;
     IF old_trust IS DISTINCT FROM st.trust THEN
         DELETE FROM @extschema@.outseta_auth_verified;
     END IF;
@@ -1179,44 +1203,40 @@ BEGIN
 END
 $fn$;
 
--- The current request's token, or NULL.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_current_token() RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL UNSAFE
+-- The current request's token, or NULL, by the resolved rules in st. The role-default check
+-- of outseta_auth.token (a catalog read) is made when check_defaults: the callers skip it
+-- when the session's memo already holds this token, which only a checked token gets into.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_token_from(st @extschema@.outseta_auth_state, check_defaults boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     source text;
     t text;
     j jsonb;
-    header text;
 BEGIN
-    FOREACH source IN ARRAY @extschema@._outseta_comma_list(@extschema@._outseta_setting('outseta_auth.token_sources')) LOOP
+    FOREACH source IN ARRAY st.token_sources LOOP
+        t := NULL;
         IF source = 'setting' THEN
-            t := @extschema@._outseta_token_setting();
+            t := nullif(btrim(current_setting('outseta_auth.token', true), E' \t\n\r\f'), '');
+            IF t IS NOT NULL AND check_defaults THEN
+                t := @extschema@._outseta_token_setting();
+            END IF;
         ELSIF source = 'cookie' THEN
             j := @extschema@._outseta_request_json('request.cookies');
-            t := CASE WHEN jsonb_typeof(j->@extschema@._outseta_setting('outseta_auth.token_cookie')) = 'string'
-                      THEN btrim(j->>@extschema@._outseta_setting('outseta_auth.token_cookie')) END;
-            IF t = '' THEN
-                t := NULL;
-            END IF;
+            t := CASE WHEN jsonb_typeof(j -> st.token_cookie) = 'string'
+                      THEN nullif(btrim(j ->> st.token_cookie), '') END;
             IF t IS NOT NULL AND NOT @extschema@._outseta_cookie_allowed(
-                    @extschema@._outseta_request_json('request.headers'),
-                    (SELECT array_agg(rtrim(o, '/')) FROM unnest(@extschema@._outseta_comma_list(
-                        @extschema@._outseta_setting('outseta_auth.cookie_origins'))) o)) THEN
+                    @extschema@._outseta_request_json('request.headers'), st.cookie_origins) THEN
                 t := NULL;
             END IF;
-        ELSIF source = 'header' THEN
-            header := lower(btrim(@extschema@._outseta_setting('outseta_auth.token_header')));
-            IF header <> '' THEN
-                j := @extschema@._outseta_request_json('request.headers');
-                t := CASE WHEN jsonb_typeof(j->header) = 'string' THEN btrim(j->>header) END;
-                IF lower(left(t, 7)) = 'bearer ' THEN
-                    t := btrim(substr(t, 8));
-                END IF;
-                IF t = '' THEN
-                    t := NULL;
-                END IF;
+        ELSIF source = 'header' AND st.token_header <> '' THEN
+            j := @extschema@._outseta_request_json('request.headers');
+            t := CASE WHEN jsonb_typeof(j -> st.token_header) = 'string' THEN btrim(j ->> st.token_header) END;
+            IF lower(left(t, 7)) = 'bearer ' THEN
+                t := btrim(substr(t, 8));
             END IF;
+            t := nullif(t, '');
         END IF;
         IF t IS NOT NULL THEN
             RETURN t;
@@ -1452,67 +1472,169 @@ SET search_path = pg_catalog, pg_temp AS $fn$
     END
 $fn$;
 
--- The verdict for a token: from the verified-token table when it holds the token under the
--- current trust digest (exp and nbf checked again), else the whole check, remembered when
--- valid and the transaction can write (never on a hot standby or in a read-only
--- transaction, where every use checks the signature again).
-CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict(token text) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+-- The session's memo of verified tokens (the GUC outseta_auth_sql.memo, session-level, so
+-- that it also serves read-only transactions and hot standbys, where nothing can be written):
+-- up to 8 entries "digest:exp:nbf:mac", newest first. The digest is SHA-256 of the token and
+-- the trust digest, so a memo entry is useless without the token itself; the MAC is
+-- SHA-256(memo_key || SHA-256(digest:exp:nbf)) under a key only the owner's table holds, so
+-- no role that can set the GUC can forge an entry or stretch its exp. No claims are kept in
+-- it (any client behind the same pooled connection could read them).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_mac(st @extschema@.outseta_auth_state, body text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT encode(sha256(st.memo_key || sha256(convert_to(body, 'UTF8'))), 'hex')
+$fn$;
+
+-- The memo's (exp, nbf) of a digest, or nothing when it holds no valid entry for it.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_get(st @extschema@.outseta_auth_state, digest text,
+    OUT exp double precision, OUT nbf double precision)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    st @extschema@.outseta_auth_state;
+    memo text := current_setting('outseta_auth_sql.memo', true);
+    at integer;
+    entry text;
+    body text;
+BEGIN
+    at := strpos(memo, digest || ':');
+    IF at = 0 OR at IS NULL THEN
+        RETURN;
+    END IF;
+    entry := split_part(substr(memo, at), ',', 1);
+    body := left(entry, length(entry) - 65);
+    IF right(entry, 65) <> ':' || @extschema@._outseta_memo_mac(st, body) THEN
+        RETURN;
+    END IF;
+    exp := split_part(body, ':', 2)::double precision;
+    nbf := nullif(split_part(body, ':', 3), '')::double precision;
+END
+$fn$;
+
+-- Remember a verified token in the session's memo.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_put(st @extschema@.outseta_auth_state, digest text,
+    exp double precision, nbf double precision) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    body text := digest || ':' || exp::text || ':' || coalesce(nbf::text, '');
+    kept text[];
+BEGIN
+    kept := (string_to_array(nullif(current_setting('outseta_auth_sql.memo', true), ''), ','))[1:7];
+    PERFORM set_config('outseta_auth_sql.memo',
+        array_to_string(ARRAY[body || ':' || @extschema@._outseta_memo_mac(st, body)] || kept, ','), false);
+END
+$fn$;
+
+-- The verdict for a token under st: the session's memo (exp and nbf checked again, claims
+-- read from the token), then the verified-token table (likewise), else the whole check,
+-- remembered in the memo, and in the table when the transaction can write. A remembered
+-- verdict counts only while the keys that gave it may be used (jwks_max_stale).
+-- from_sources: the token came from the request's sources; on a miss they are read again
+-- with the role-default check of outseta_auth.token.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict_under(token text, st @extschema@.outseta_auth_state,
+    from_sources boolean) RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
     now double precision := extract(epoch FROM clock_timestamp());
     key_digest bytea;
-    hit record;
+    hex text;
+    m record;
+    claims jsonb;
+    exp double precision;
+    nbf double precision;
     o @extschema@._outseta_outcome;
 BEGIN
-    SELECT * INTO st FROM @extschema@.outseta_auth_state;
-    IF NOT FOUND OR st.config_error IS NOT NULL THEN
-        RETURN @extschema@._outseta_fail('config_error', 'invalid value for outseta_auth.domain',
-            coalesce(st.config_error, 'no key source is configured: set outseta_auth.domain (or outseta_auth.jwks_url, or outseta_auth.jwks)'));
+    IF st.config_error IS NOT NULL THEN
+        RETURN @extschema@._outseta_fail('config_error', 'invalid value for outseta_auth.domain', st.config_error);
     END IF;
-    IF octet_length(token) > 16384 THEN
-        RETURN @extschema@._outseta_check(token, st, now);
-    END IF;
-    key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
-    -- A verdict counts only while the keys that gave it may still be used (jwks_max_stale).
-    SELECT v.claims, v.exp, v.nbf INTO hit
-    FROM @extschema@.outseta_auth_verified v, @extschema@.outseta_auth_keyset ks
-    WHERE v.digest = key_digest AND ks.source <> ''
-      AND (ks.fetched_at IS NULL OR ks.fetched_at + make_interval(secs => st.max_stale) > to_timestamp(now));
-    IF FOUND THEN
-        IF now >= hit.exp + st.leeway THEN
-            RETURN @extschema@._outseta_fail('expired', 'Outseta token has expired',
-                format('exp=%s now=%s leeway=%ss', @extschema@._outseta_num_text(hit.exp), floor(now)::bigint, st.leeway));
-        ELSIF hit.nbf > now + st.leeway THEN
-            RETURN @extschema@._outseta_fail('not_yet_valid', 'Outseta token is not yet valid',
-                format('nbf=%s now=%s leeway=%ss', @extschema@._outseta_num_text(hit.nbf), floor(now)::bigint, st.leeway));
+    IF octet_length(token) <= 16384 AND now < st.keys_until THEN
+        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
+        hex := encode(key_digest, 'hex');
+        m := @extschema@._outseta_memo_get(st, hex);
+        IF m.exp IS NOT NULL THEN
+            claims := convert_from(@extschema@._outseta_b64url(split_part(token, '.', 2)), 'UTF8')::jsonb;
+            exp := m.exp;
+            nbf := m.nbf;
+        ELSE
+            SELECT v.claims, v.exp, v.nbf INTO claims, exp, nbf
+            FROM @extschema@.outseta_auth_verified v WHERE v.digest = key_digest;
         END IF;
-        RETURN ROW(hit.claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
+        IF claims IS NOT NULL THEN
+            IF now >= exp + st.leeway THEN
+                RETURN @extschema@._outseta_fail('expired', 'Outseta token has expired',
+                    format('exp=%s now=%s leeway=%ss', @extschema@._outseta_num_text(exp), floor(now)::bigint, st.leeway));
+            ELSIF nbf > now + st.leeway THEN
+                RETURN @extschema@._outseta_fail('not_yet_valid', 'Outseta token is not yet valid',
+                    format('nbf=%s now=%s leeway=%ss', @extschema@._outseta_num_text(nbf), floor(now)::bigint, st.leeway));
+            END IF;
+            IF m.exp IS NULL THEN
+                PERFORM @extschema@._outseta_memo_put(st, hex, exp, nbf);
+            END IF;
+            RETURN ROW(claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
+        END IF;
+    END IF;
+    IF from_sources THEN
+        token := @extschema@._outseta_token_from(st, true);
+        IF token IS NULL THEN
+            RETURN NULL;
+        END IF;
     END IF;
     -- Keys missing or past their TTL: fetch first (where that is possible at all).
     IF @extschema@._outseta_maybe_fetch(st, false) THEN
         SELECT * INTO st FROM @extschema@.outseta_auth_state;
-        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
     END IF;
     o := @extschema@._outseta_check(token, st, now);
     -- The issuer may have rotated its keys since the last fetch.
     IF o.code = 'unknown_kid' AND @extschema@._outseta_maybe_fetch(st, true) THEN
         SELECT * INTO st FROM @extschema@.outseta_auth_state;
-        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
         o := @extschema@._outseta_check(token, st, now);
     END IF;
-    IF o.code IS NULL AND current_setting('transaction_read_only') = 'off' THEN
-        INSERT INTO @extschema@.outseta_auth_verified (digest, claims, exp, nbf)
-        VALUES (key_digest, o.claims, @extschema@._outseta_f64((o.claims->>'exp')::numeric),
-                @extschema@._outseta_f64((o.claims->>'nbf')::numeric))
-        ON CONFLICT DO NOTHING;
-        -- Pruned by exp, now and then (about one insert in 64).
-        IF random() < 1.0 / 64 THEN
-            DELETE FROM @extschema@.outseta_auth_verified v WHERE v.exp + st.leeway < now;
+    IF o.code IS NULL THEN
+        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
+        exp := @extschema@._outseta_f64((o.claims->>'exp')::numeric);
+        nbf := @extschema@._outseta_f64((o.claims->>'nbf')::numeric);
+        PERFORM @extschema@._outseta_memo_put(st, encode(key_digest, 'hex'), exp, nbf);
+        IF current_setting('transaction_read_only') = 'off' THEN
+            INSERT INTO @extschema@.outseta_auth_verified (digest, claims, exp, nbf)
+            VALUES (key_digest, o.claims, exp, nbf)
+            ON CONFLICT DO NOTHING;
+            -- Pruned by exp, now and then (about one insert in 64).
+            IF random() < 1.0 / 64 THEN
+                DELETE FROM @extschema@.outseta_auth_verified v WHERE v.exp + st.leeway < now;
+            END IF;
         END IF;
     END IF;
     RETURN o;
+END
+$fn$;
+
+-- The verdict for a token given by the caller (outseta_verify and its family).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict(token text) RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    st @extschema@.outseta_auth_state;
+BEGIN
+    SELECT * INTO st FROM @extschema@.outseta_auth_state;
+    RETURN @extschema@._outseta_verdict_under(token, st, false);
+END
+$fn$;
+
+-- The verdict for the current request's token; NULL when it has none.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_current_outcome() RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    st @extschema@.outseta_auth_state;
+    t text;
+BEGIN
+    SELECT * INTO st FROM @extschema@.outseta_auth_state;
+    t := @extschema@._outseta_token_from(st, false);
+    IF t IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN @extschema@._outseta_verdict_under(t, st, true);
 END
 $fn$;
 
@@ -1671,9 +1793,16 @@ $fn$;
 
 -- The verified claims of the current request's token; NULL without one.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_current_claims() RETURNS jsonb
-LANGUAGE sql STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_claims_of(t) FROM (SELECT @extschema@._outseta_current_token() AS t) x
+DECLARE
+    o @extschema@._outseta_outcome := @extschema@._outseta_current_outcome();
+BEGIN
+    IF o.code IS NOT NULL THEN
+        PERFORM @extschema@._outseta_raise(o.code, o.message, o.detail);
+    END IF;
+    RETURN o.claims;
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_verify(token text) RETURNS jsonb
@@ -1701,8 +1830,8 @@ $fn$;
 CREATE OR REPLACE FUNCTION @extschema@.outseta_try_current() RETURNS @extschema@.outseta_verify_result
 LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE WHEN t IS NOT NULL THEN @extschema@._outseta_result(@extschema@._outseta_verdict(t)) END
-    FROM (SELECT @extschema@._outseta_current_token() AS t) x
+    SELECT CASE WHEN NOT (o IS NULL) THEN @extschema@._outseta_result(o) END
+    FROM (SELECT @extschema@._outseta_current_outcome() AS o) x
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_claims() RETURNS jsonb
@@ -1719,10 +1848,13 @@ $fn$;
 
 -- A text claim: a JSON string, else NULL.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_text_claim(name text) RETURNS text
-LANGUAGE sql STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE WHEN jsonb_typeof(c -> name) = 'string' THEN c ->> name END
-    FROM (SELECT @extschema@._outseta_current_claims() AS c) x
+DECLARE
+    c jsonb := @extschema@._outseta_current_claims();
+BEGIN
+    RETURN CASE WHEN jsonb_typeof(c -> name) = 'string' THEN c ->> name END;
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_sub() RETURNS text
@@ -1987,10 +2119,9 @@ CREATE OR REPLACE FUNCTION @extschema@.outseta_profile() RETURNS jsonb
 LANGUAGE plpgsql STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    IF @extschema@._outseta_current_token() IS NULL THEN
+    IF @extschema@._outseta_current_claims() IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM @extschema@._outseta_current_claims();
     PERFORM @extschema@._outseta_raise('feature_not_supported',
         'outseta_profile() is not available in the portable edition yet', NULL);
     RETURN NULL;
@@ -2012,7 +2143,8 @@ BEGIN
           AND p.proname NOT IN ('outseta_config_set', 'outseta_config_reset', 'outseta_set_jwks',
                                 'outseta_refresh_jwks', 'outseta_jwks_status',
                                 '_outseta_setting', '_outseta_store_keys', '_outseta_resolve',
-                                '_outseta_source_changed', '_outseta_fetch_jwks', '_outseta_maybe_fetch')
+                                '_outseta_source_changed', '_outseta_fetch_jwks', '_outseta_maybe_fetch',
+                                '_outseta_verdict_under', '_outseta_memo_put', '_outseta_memo_get', '_outseta_memo_mac')
     LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
@@ -2023,7 +2155,8 @@ BEGIN
           AND p.proname IN ('outseta_config_set', 'outseta_config_reset', 'outseta_set_jwks',
                             'outseta_refresh_jwks', 'outseta_jwks_status',
                             '_outseta_setting', '_outseta_store_keys', '_outseta_resolve',
-                            '_outseta_source_changed', '_outseta_fetch_jwks', '_outseta_maybe_fetch')
+                            '_outseta_source_changed', '_outseta_fetch_jwks', '_outseta_maybe_fetch',
+                                '_outseta_verdict_under', '_outseta_memo_put', '_outseta_memo_get', '_outseta_memo_mac')
     LOOP
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_config (
     value text NOT NULL
 );
 
--- The configuration resolved once per change (one row): what verification reads.
+-- The configuration resolved once per change (one row): all that a verification and the
+-- token lookup read, in one row read.
 CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_state (
     id boolean PRIMARY KEY DEFAULT true CHECK (id),
     algorithms text[] NOT NULL,
@@ -46,8 +47,17 @@ CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_state (
     source_label text,
     config_error text,
     max_stale integer NOT NULL,
+    -- until when (epoch seconds) the stored keys may be used: +infinity for a literal key
+    -- set, the last fetch + jwks_max_stale for fetched or pushed ones, -infinity for none
+    keys_until double precision NOT NULL,
+    token_sources text[] NOT NULL,
+    token_cookie text NOT NULL,
+    token_header text NOT NULL,
+    cookie_origins text[] NOT NULL,
     -- SHA-256 of everything a verdict depends on: the trust settings and the key set
-    trust bytea NOT NULL
+    trust bytea NOT NULL,
+    -- the key of the session memo's MACs (random, made once; never leaves this table)
+    memo_key bytea NOT NULL
 );
 
 -- The key set in use: parsed once per change. One row.

@@ -258,15 +258,29 @@ BEGIN
     st.source_label := label;
     st.config_error := problem;
     st.max_stale := @extschema@._outseta_setting('outseta_auth.jwks_max_stale')::integer;
+    st.keys_until := CASE
+        WHEN ks.source IS NULL OR ks.source = '' THEN '-infinity'::double precision
+        WHEN ks.fetched_at IS NULL THEN 'infinity'::double precision
+        ELSE extract(epoch FROM ks.fetched_at) + st.max_stale END;
+    st.token_sources := @extschema@._outseta_comma_list(@extschema@._outseta_setting('outseta_auth.token_sources'));
+    st.token_cookie := @extschema@._outseta_setting('outseta_auth.token_cookie');
+    st.token_header := lower(btrim(@extschema@._outseta_setting('outseta_auth.token_header')));
+    st.cookie_origins := ARRAY(SELECT rtrim(o, '/') FROM unnest(@extschema@._outseta_comma_list(
+        @extschema@._outseta_setting('outseta_auth.cookie_origins'))) o);
     st.trust := sha256(convert_to(pg_catalog.jsonb_build_array('outseta_auth_sql trust 1',
         st.algorithms, st.issuers, st.audiences, st.leeway, kind, label,
-        encode(ks.digest, 'hex'), ks.version, ks.source)::text, 'UTF8'));
+        encode(ks.digest, 'hex'), ks.source)::text, 'UTF8'));
+    st.memo_key := coalesce((SELECT s.memo_key FROM @extschema@.outseta_auth_state s),
+        sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text || clock_timestamp()::text, 'UTF8')));
     SELECT trust INTO old_trust FROM @extschema@.outseta_auth_state;
     INSERT INTO @extschema@.outseta_auth_state VALUES (st.*)
     ON CONFLICT (id) DO UPDATE SET algorithms = excluded.algorithms, issuers = excluded.issuers,
         audiences = excluded.audiences, leeway = excluded.leeway, source_kind = excluded.source_kind,
         source_label = excluded.source_label, config_error = excluded.config_error,
-        max_stale = excluded.max_stale, trust = excluded.trust;
+        max_stale = excluded.max_stale, keys_until = excluded.keys_until,
+        token_sources = excluded.token_sources, token_cookie = excluded.token_cookie,
+        token_header = excluded.token_header, cookie_origins = excluded.cookie_origins,
+        trust = excluded.trust;
     IF old_trust IS DISTINCT FROM st.trust THEN
         DELETE FROM @extschema@.outseta_auth_verified;
     END IF;

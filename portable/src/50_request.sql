@@ -124,44 +124,40 @@ BEGIN
 END
 $fn$;
 
--- The current request's token, or NULL.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_current_token() RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL UNSAFE
+-- The current request's token, or NULL, by the resolved rules in st. The role-default check
+-- of outseta_auth.token (a catalog read) is made when check_defaults: the callers skip it
+-- when the session's memo already holds this token, which only a checked token gets into.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_token_from(st @extschema@.outseta_auth_state, check_defaults boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     source text;
     t text;
     j jsonb;
-    header text;
 BEGIN
-    FOREACH source IN ARRAY @extschema@._outseta_comma_list(@extschema@._outseta_setting('outseta_auth.token_sources')) LOOP
+    FOREACH source IN ARRAY st.token_sources LOOP
+        t := NULL;
         IF source = 'setting' THEN
-            t := @extschema@._outseta_token_setting();
+            t := nullif(btrim(current_setting('outseta_auth.token', true), E' \t\n\r\f'), '');
+            IF t IS NOT NULL AND check_defaults THEN
+                t := @extschema@._outseta_token_setting();
+            END IF;
         ELSIF source = 'cookie' THEN
             j := @extschema@._outseta_request_json('request.cookies');
-            t := CASE WHEN jsonb_typeof(j->@extschema@._outseta_setting('outseta_auth.token_cookie')) = 'string'
-                      THEN btrim(j->>@extschema@._outseta_setting('outseta_auth.token_cookie')) END;
-            IF t = '' THEN
-                t := NULL;
-            END IF;
+            t := CASE WHEN jsonb_typeof(j -> st.token_cookie) = 'string'
+                      THEN nullif(btrim(j ->> st.token_cookie), '') END;
             IF t IS NOT NULL AND NOT @extschema@._outseta_cookie_allowed(
-                    @extschema@._outseta_request_json('request.headers'),
-                    (SELECT array_agg(rtrim(o, '/')) FROM unnest(@extschema@._outseta_comma_list(
-                        @extschema@._outseta_setting('outseta_auth.cookie_origins'))) o)) THEN
+                    @extschema@._outseta_request_json('request.headers'), st.cookie_origins) THEN
                 t := NULL;
             END IF;
-        ELSIF source = 'header' THEN
-            header := lower(btrim(@extschema@._outseta_setting('outseta_auth.token_header')));
-            IF header <> '' THEN
-                j := @extschema@._outseta_request_json('request.headers');
-                t := CASE WHEN jsonb_typeof(j->header) = 'string' THEN btrim(j->>header) END;
-                IF lower(left(t, 7)) = 'bearer ' THEN
-                    t := btrim(substr(t, 8));
-                END IF;
-                IF t = '' THEN
-                    t := NULL;
-                END IF;
+        ELSIF source = 'header' AND st.token_header <> '' THEN
+            j := @extschema@._outseta_request_json('request.headers');
+            t := CASE WHEN jsonb_typeof(j -> st.token_header) = 'string' THEN btrim(j ->> st.token_header) END;
+            IF lower(left(t, 7)) = 'bearer ' THEN
+                t := btrim(substr(t, 8));
             END IF;
+            t := nullif(t, '');
         END IF;
         IF t IS NOT NULL THEN
             RETURN t;

@@ -223,66 +223,168 @@ SET search_path = pg_catalog, pg_temp AS $fn$
     END
 $fn$;
 
--- The verdict for a token: from the verified-token table when it holds the token under the
--- current trust digest (exp and nbf checked again), else the whole check, remembered when
--- valid and the transaction can write (never on a hot standby or in a read-only
--- transaction, where every use checks the signature again).
-CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict(token text) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+-- The session's memo of verified tokens (the GUC outseta_auth_sql.memo, session-level, so
+-- that it also serves read-only transactions and hot standbys, where nothing can be written):
+-- up to 8 entries "digest:exp:nbf:mac", newest first. The digest is SHA-256 of the token and
+-- the trust digest, so a memo entry is useless without the token itself; the MAC is
+-- SHA-256(memo_key || SHA-256(digest:exp:nbf)) under a key only the owner's table holds, so
+-- no role that can set the GUC can forge an entry or stretch its exp. No claims are kept in
+-- it (any client behind the same pooled connection could read them).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_mac(st @extschema@.outseta_auth_state, body text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT encode(sha256(st.memo_key || sha256(convert_to(body, 'UTF8'))), 'hex')
+$fn$;
+
+-- The memo's (exp, nbf) of a digest, or nothing when it holds no valid entry for it.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_get(st @extschema@.outseta_auth_state, digest text,
+    OUT exp double precision, OUT nbf double precision)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    st @extschema@.outseta_auth_state;
+    memo text := current_setting('outseta_auth_sql.memo', true);
+    at integer;
+    entry text;
+    body text;
+BEGIN
+    at := strpos(memo, digest || ':');
+    IF at = 0 OR at IS NULL THEN
+        RETURN;
+    END IF;
+    entry := split_part(substr(memo, at), ',', 1);
+    body := left(entry, length(entry) - 65);
+    IF right(entry, 65) <> ':' || @extschema@._outseta_memo_mac(st, body) THEN
+        RETURN;
+    END IF;
+    exp := split_part(body, ':', 2)::double precision;
+    nbf := nullif(split_part(body, ':', 3), '')::double precision;
+END
+$fn$;
+
+-- Remember a verified token in the session's memo.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_put(st @extschema@.outseta_auth_state, digest text,
+    exp double precision, nbf double precision) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    body text := digest || ':' || exp::text || ':' || coalesce(nbf::text, '');
+    kept text[];
+BEGIN
+    kept := (string_to_array(nullif(current_setting('outseta_auth_sql.memo', true), ''), ','))[1:7];
+    PERFORM set_config('outseta_auth_sql.memo',
+        array_to_string(ARRAY[body || ':' || @extschema@._outseta_memo_mac(st, body)] || kept, ','), false);
+END
+$fn$;
+
+-- The verdict for a token under st: the session's memo (exp and nbf checked again, claims
+-- read from the token), then the verified-token table (likewise), else the whole check,
+-- remembered in the memo, and in the table when the transaction can write. A remembered
+-- verdict counts only while the keys that gave it may be used (jwks_max_stale).
+-- from_sources: the token came from the request's sources; on a miss they are read again
+-- with the role-default check of outseta_auth.token.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict_under(token text, st @extschema@.outseta_auth_state,
+    from_sources boolean) RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
     now double precision := extract(epoch FROM clock_timestamp());
     key_digest bytea;
-    hit record;
+    hex text;
+    m record;
+    claims jsonb;
+    exp double precision;
+    nbf double precision;
     o @extschema@._outseta_outcome;
 BEGIN
-    SELECT * INTO st FROM @extschema@.outseta_auth_state;
-    IF NOT FOUND OR st.config_error IS NOT NULL THEN
-        RETURN @extschema@._outseta_fail('config_error', 'invalid value for outseta_auth.domain',
-            coalesce(st.config_error, 'no key source is configured: set outseta_auth.domain (or outseta_auth.jwks_url, or outseta_auth.jwks)'));
+    IF st.config_error IS NOT NULL THEN
+        RETURN @extschema@._outseta_fail('config_error', 'invalid value for outseta_auth.domain', st.config_error);
     END IF;
-    IF octet_length(token) > 16384 THEN
-        RETURN @extschema@._outseta_check(token, st, now);
-    END IF;
-    key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
-    -- A verdict counts only while the keys that gave it may still be used (jwks_max_stale).
-    SELECT v.claims, v.exp, v.nbf INTO hit
-    FROM @extschema@.outseta_auth_verified v, @extschema@.outseta_auth_keyset ks
-    WHERE v.digest = key_digest AND ks.source <> ''
-      AND (ks.fetched_at IS NULL OR ks.fetched_at + make_interval(secs => st.max_stale) > to_timestamp(now));
-    IF FOUND THEN
-        IF now >= hit.exp + st.leeway THEN
-            RETURN @extschema@._outseta_fail('expired', 'Outseta token has expired',
-                format('exp=%s now=%s leeway=%ss', @extschema@._outseta_num_text(hit.exp), floor(now)::bigint, st.leeway));
-        ELSIF hit.nbf > now + st.leeway THEN
-            RETURN @extschema@._outseta_fail('not_yet_valid', 'Outseta token is not yet valid',
-                format('nbf=%s now=%s leeway=%ss', @extschema@._outseta_num_text(hit.nbf), floor(now)::bigint, st.leeway));
+    IF octet_length(token) <= 16384 AND now < st.keys_until THEN
+        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
+        hex := encode(key_digest, 'hex');
+        m := @extschema@._outseta_memo_get(st, hex);
+        IF m.exp IS NOT NULL THEN
+            claims := convert_from(@extschema@._outseta_b64url(split_part(token, '.', 2)), 'UTF8')::jsonb;
+            exp := m.exp;
+            nbf := m.nbf;
+        ELSE
+            SELECT v.claims, v.exp, v.nbf INTO claims, exp, nbf
+            FROM @extschema@.outseta_auth_verified v WHERE v.digest = key_digest;
         END IF;
-        RETURN ROW(hit.claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
+        IF claims IS NOT NULL THEN
+            IF now >= exp + st.leeway THEN
+                RETURN @extschema@._outseta_fail('expired', 'Outseta token has expired',
+                    format('exp=%s now=%s leeway=%ss', @extschema@._outseta_num_text(exp), floor(now)::bigint, st.leeway));
+            ELSIF nbf > now + st.leeway THEN
+                RETURN @extschema@._outseta_fail('not_yet_valid', 'Outseta token is not yet valid',
+                    format('nbf=%s now=%s leeway=%ss', @extschema@._outseta_num_text(nbf), floor(now)::bigint, st.leeway));
+            END IF;
+            IF m.exp IS NULL THEN
+                PERFORM @extschema@._outseta_memo_put(st, hex, exp, nbf);
+            END IF;
+            RETURN ROW(claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
+        END IF;
+    END IF;
+    IF from_sources THEN
+        token := @extschema@._outseta_token_from(st, true);
+        IF token IS NULL THEN
+            RETURN NULL;
+        END IF;
     END IF;
     -- Keys missing or past their TTL: fetch first (where that is possible at all).
     IF @extschema@._outseta_maybe_fetch(st, false) THEN
         SELECT * INTO st FROM @extschema@.outseta_auth_state;
-        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
     END IF;
     o := @extschema@._outseta_check(token, st, now);
     -- The issuer may have rotated its keys since the last fetch.
     IF o.code = 'unknown_kid' AND @extschema@._outseta_maybe_fetch(st, true) THEN
         SELECT * INTO st FROM @extschema@.outseta_auth_state;
-        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
         o := @extschema@._outseta_check(token, st, now);
     END IF;
-    IF o.code IS NULL AND current_setting('transaction_read_only') = 'off' THEN
-        INSERT INTO @extschema@.outseta_auth_verified (digest, claims, exp, nbf)
-        VALUES (key_digest, o.claims, @extschema@._outseta_f64((o.claims->>'exp')::numeric),
-                @extschema@._outseta_f64((o.claims->>'nbf')::numeric))
-        ON CONFLICT DO NOTHING;
-        -- Pruned by exp, now and then (about one insert in 64).
-        IF random() < 1.0 / 64 THEN
-            DELETE FROM @extschema@.outseta_auth_verified v WHERE v.exp + st.leeway < now;
+    IF o.code IS NULL THEN
+        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
+        exp := @extschema@._outseta_f64((o.claims->>'exp')::numeric);
+        nbf := @extschema@._outseta_f64((o.claims->>'nbf')::numeric);
+        PERFORM @extschema@._outseta_memo_put(st, encode(key_digest, 'hex'), exp, nbf);
+        IF current_setting('transaction_read_only') = 'off' THEN
+            INSERT INTO @extschema@.outseta_auth_verified (digest, claims, exp, nbf)
+            VALUES (key_digest, o.claims, exp, nbf)
+            ON CONFLICT DO NOTHING;
+            -- Pruned by exp, now and then (about one insert in 64).
+            IF random() < 1.0 / 64 THEN
+                DELETE FROM @extschema@.outseta_auth_verified v WHERE v.exp + st.leeway < now;
+            END IF;
         END IF;
     END IF;
     RETURN o;
+END
+$fn$;
+
+-- The verdict for a token given by the caller (outseta_verify and its family).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict(token text) RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    st @extschema@.outseta_auth_state;
+BEGIN
+    SELECT * INTO st FROM @extschema@.outseta_auth_state;
+    RETURN @extschema@._outseta_verdict_under(token, st, false);
+END
+$fn$;
+
+-- The verdict for the current request's token; NULL when it has none.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_current_outcome() RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    st @extschema@.outseta_auth_state;
+    t text;
+BEGIN
+    SELECT * INTO st FROM @extschema@.outseta_auth_state;
+    t := @extschema@._outseta_token_from(st, false);
+    IF t IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN @extschema@._outseta_verdict_under(t, st, true);
 END
 $fn$;

@@ -25,9 +25,16 @@ $fn$;
 
 -- The verified claims of the current request's token; NULL without one.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_current_claims() RETURNS jsonb
-LANGUAGE sql STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_claims_of(t) FROM (SELECT @extschema@._outseta_current_token() AS t) x
+DECLARE
+    o @extschema@._outseta_outcome := @extschema@._outseta_current_outcome();
+BEGIN
+    IF o.code IS NOT NULL THEN
+        PERFORM @extschema@._outseta_raise(o.code, o.message, o.detail);
+    END IF;
+    RETURN o.claims;
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_verify(token text) RETURNS jsonb
@@ -55,8 +62,8 @@ $fn$;
 CREATE OR REPLACE FUNCTION @extschema@.outseta_try_current() RETURNS @extschema@.outseta_verify_result
 LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE WHEN t IS NOT NULL THEN @extschema@._outseta_result(@extschema@._outseta_verdict(t)) END
-    FROM (SELECT @extschema@._outseta_current_token() AS t) x
+    SELECT CASE WHEN NOT (o IS NULL) THEN @extschema@._outseta_result(o) END
+    FROM (SELECT @extschema@._outseta_current_outcome() AS o) x
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_claims() RETURNS jsonb
@@ -73,10 +80,13 @@ $fn$;
 
 -- A text claim: a JSON string, else NULL.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_text_claim(name text) RETURNS text
-LANGUAGE sql STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE WHEN jsonb_typeof(c -> name) = 'string' THEN c ->> name END
-    FROM (SELECT @extschema@._outseta_current_claims() AS c) x
+DECLARE
+    c jsonb := @extschema@._outseta_current_claims();
+BEGIN
+    RETURN CASE WHEN jsonb_typeof(c -> name) = 'string' THEN c ->> name END;
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_sub() RETURNS text
@@ -341,10 +351,9 @@ CREATE OR REPLACE FUNCTION @extschema@.outseta_profile() RETURNS jsonb
 LANGUAGE plpgsql STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    IF @extschema@._outseta_current_token() IS NULL THEN
+    IF @extschema@._outseta_current_claims() IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM @extschema@._outseta_current_claims();
     PERFORM @extschema@._outseta_raise('feature_not_supported',
         'outseta_profile() is not available in the portable edition yet', NULL);
     RETURN NULL;

@@ -430,7 +430,9 @@ mod portable_edition {
         assert_eq!(sub, "DQ2b7wmV");
         tx.commit().unwrap();
         assert_eq!(remembered(&mut owner), 1, "nothing written read-only");
-        assert_eq!(try_verify(&mut c, &fresh), (true, None));
+        // That session remembers it in its memo; another session verifies and writes it.
+        let mut other = app("portable_verdicts");
+        assert_eq!(try_verify(&mut other, &fresh), (true, None));
         assert_eq!(remembered(&mut owner), 2);
         // Any change of trust empties the table, and verdicts are keyed by it.
         set(
@@ -595,7 +597,9 @@ mod portable_edition {
         set(&mut owner, "outseta_auth.jwks_max_stale", "60");
         owner
             .batch_execute(
-                "UPDATE outseta_auth_keyset SET fetched_at = now() - interval '61 seconds'",
+                // (as 61 seconds passing: the owner's tables, and the state resolved from them)
+                "UPDATE outseta_auth_keyset SET fetched_at = now() - interval '61 seconds';
+                 SELECT public._outseta_resolve();",
             )
             .unwrap();
         let e = c
@@ -663,5 +667,48 @@ mod portable_edition {
             .unwrap()
             .get(0);
         assert_eq!(iss, ISS);
+    }
+
+    #[test]
+    fn the_session_memo_cannot_be_stretched_or_forged() {
+        let key = SigningKey::generate("k1");
+        let mut owner = configured("portable_memo", &key);
+        set(&mut owner, "outseta_auth.leeway", "0");
+        let mut c = app("portable_memo");
+        let soon = key.mint(&claims("L9nqAzQZ", 2));
+        assert_eq!(try_verify(&mut c, &soon), (true, None));
+        let memo: String = c
+            .query_one("SELECT current_setting('outseta_auth_sql.memo')", &[])
+            .unwrap()
+            .get(0);
+        // digest:exp:nbf:mac, and no claims in it (another client of a pooled connection
+        // could read it).
+        let parts: Vec<&str> = memo.split(':').collect();
+        assert_eq!(parts.len(), 4, "{memo}");
+        assert!(!memo.contains("L9nqAzQZ") && !memo.contains(soon.split('.').nth(1).unwrap()));
+        std::thread::sleep(std::time::Duration::from_millis(3100));
+        // The memo's exp stretched by a day, the MAC kept: refused, and the token expires.
+        let exp: f64 = parts[1].parse().unwrap();
+        let stretched = format!("{}:{}:{}:{}", parts[0], exp + 86_400.0, parts[2], parts[3]);
+        c.execute(
+            "SELECT set_config('outseta_auth_sql.memo', $1, false)",
+            &[&stretched],
+        )
+        .unwrap();
+        assert_eq!(try_verify(&mut c, &soon), (false, Some("expired".into())));
+        // An entry with a MAC of the caller's own making is no better.
+        let forged = format!(
+            "{}:{}:{}:{}",
+            parts[0],
+            exp + 86_400.0,
+            parts[2],
+            "0".repeat(64)
+        );
+        c.execute(
+            "SELECT set_config('outseta_auth_sql.memo', $1, false)",
+            &[&forged],
+        )
+        .unwrap();
+        assert_eq!(try_verify(&mut c, &soon), (false, Some("expired".into())));
     }
 }
