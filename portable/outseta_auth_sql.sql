@@ -47,6 +47,20 @@ BEGIN
 END
 $objects$;
 
+-- The internal helpers are made anew by this script: those of an earlier version go first
+-- (policies use only the public functions, which are replaced in place).
+DO $helpers$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = '@extschema@'::regnamespace AND p.proname LIKE '\_outseta\_%'
+    LOOP
+        EXECUTE pg_catalog.format('DROP FUNCTION %s', f);
+    END LOOP;
+END
+$helpers$;
+
 -- The trust configuration: only values set with outseta_config_set(); defaults are in
 -- @extschema@._outseta_settings(). Owner only (the webhook secret is here).
 CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_config (
@@ -143,8 +157,7 @@ $dump$;
 -- Messages never carry token, key or secret material.
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_sqlstate(code text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE
         WHEN code IN ('jwks_unavailable', 'profile_unavailable') THEN '58000'
         WHEN code = 'config_error' THEN '22023'
@@ -155,8 +168,7 @@ SET search_path = pg_catalog, pg_temp AS $fn$
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_hint(code text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE code
         WHEN 'malformed' THEN 'Pass the raw access token (three base64url parts separated by dots), without a "Bearer " prefix.'
         WHEN 'too_large' THEN 'Pass the raw access token (three base64url parts separated by dots), without a "Bearer " prefix.'
@@ -173,14 +185,12 @@ $fn$;
 
 -- The error text of an outcome as outseta_try_verify() shows it: message, then ": detail".
 CREATE OR REPLACE FUNCTION @extschema@._outseta_error_text(o @extschema@._outseta_outcome) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     SELECT CASE WHEN o.detail IS NULL THEN o.message ELSE o.message || ': ' || o.detail END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_raise(code text, message text, detail text) RETURNS void
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
 DECLARE
     state text := @extschema@._outseta_sqlstate(code);
     hint text := @extschema@._outseta_hint(code);
@@ -201,16 +211,14 @@ $fn$;
 -- An error outcome (helpers of the verification steps).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_fail(code text, message text, detail text DEFAULT NULL)
 RETURNS @extschema@._outseta_outcome
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     SELECT ROW(NULL, code, message, detail)::@extschema@._outseta_outcome
 $fn$;
 
 -- Attacker-controlled text (kid, alg, iss) in a message: at most 64 characters, control
 -- characters escaped, as the native edition's printable().
 CREATE OR REPLACE FUNCTION @extschema@._outseta_printable(s text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     head text := left(s, 64);
     out text := '';
@@ -240,8 +248,7 @@ $fn$;
 
 -- Strict base64url, or NULL.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_b64url(s text) RETURNS bytea
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     rest integer := length(s) % 4;
 BEGIN
@@ -255,22 +262,20 @@ BEGIN
     IF rest = 3 AND strpos('AEIMQUYcgkosw048', right(s, 1)) = 0 THEN
         RETURN NULL;
     END IF;
-    RETURN decode(translate(s, '-_', '+/') || repeat('=', (4 - rest) % 4), 'base64');
+    RETURN decode(replace(replace(s, '-', '+'), '_', '/') || repeat('=', (4 - rest) % 4), 'base64');
 END
 $fn$;
 
 -- base64url without padding.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_b64url_encode(b bytea) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT translate(encode(b, 'base64'), E'+/=\n', '-_')
 $fn$;
 
 -- Bytes as text when they are well-formed UTF-8 without NUL, else NULL (never raises:
 -- the test runs on the hex form: ASCII, then the multi-byte forms of RFC 3629).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_utf8(b bytea) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     h text := encode(b, 'hex');
 BEGIN
@@ -293,8 +298,7 @@ $fn$;
 
 -- Big-endian unsigned bytes as a numeric (7 bytes per step).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_num(b bytea) RETURNS numeric
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     h text := encode(b, 'hex');
     len integer := length(h);
@@ -323,8 +327,7 @@ DO $json$
 BEGIN
     IF pg_catalog.current_setting('server_version_num')::integer >= 160000 THEN
         CREATE OR REPLACE FUNCTION @extschema@._outseta_jsonb(t text) RETURNS jsonb
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-        SET search_path = pg_catalog, pg_temp AS $fn$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
         DECLARE
             j jsonb;
         BEGIN
@@ -340,8 +343,7 @@ BEGIN
         $fn$;
     ELSE
         CREATE OR REPLACE FUNCTION @extschema@._outseta_jsonb(t text) RETURNS jsonb
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE
-        SET search_path = pg_catalog, pg_temp AS $fn$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE AS $fn$
         DECLARE
             j jsonb;
         BEGIN
@@ -361,11 +363,11 @@ END
 $json$;
 
 -- A JSON number as double precision, as serde_json reads it (magnitudes below the smallest
--- normal double become 0 rather than an error).
+-- normal double become 0 rather than an error). Not STRICT, qualified: inlined where called.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_f64(n numeric) RETURNS double precision
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE WHEN abs(n) < 1e-300 THEN 0::double precision ELSE n::double precision END
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN pg_catalog.abs(n) OPERATOR(pg_catalog.<) 1e-300 THEN 0::pg_catalog.float8
+                ELSE n::pg_catalog.float8 END
 $fn$;
 
 -- from portable/src/20_rsa.sql
@@ -374,8 +376,7 @@ $fn$;
 
 -- base^e mod m, left to right over the bits of e (e >= 1).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_modpow(base numeric, e bigint, m numeric) RETURNS numeric
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     r numeric := base;
     bit integer := 62;
@@ -397,8 +398,7 @@ $fn$;
 
 -- The DigestInfo prefix of EMSA-PKCS1-v1_5 for a hash, and the hash itself.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_digest(hash text, msg bytea) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE hash
         WHEN 'SHA-256' THEN sha256(msg)
         WHEN 'SHA-384' THEN sha384(msg)
@@ -407,8 +407,7 @@ SET search_path = pg_catalog, pg_temp AS $fn$
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_digest_info(hash text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE hash
         WHEN 'SHA-256' THEN '\x3031300d060960864801650304020105000420'::bytea
         WHEN 'SHA-384' THEN '\x3041300d060960864801650304020205000430'::bytea
@@ -421,8 +420,7 @@ $fn$;
 -- modulus, s < n, moduli of 2048 to 8192 bits.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_rsa_pkcs1_verify(
     n numeric, e bigint, nbytes integer, hash text, msg bytea, sig bytea) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     t bytea := @extschema@._outseta_digest_info(hash) || @extschema@._outseta_digest(hash, msg);
     s numeric;
@@ -444,8 +442,7 @@ $fn$;
 -- each of these small primes, a power of 65537. A random modulus passes all with negligible
 -- probability.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_has_roca(n numeric) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     p integer;
     r integer;
@@ -488,8 +485,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION @extschema@._outseta_jwk(k jsonb,
     OUT family text, OUT alg text, OUT bits integer, OUT nbytes integer, OUT n numeric,
     OUT e bigint, OUT reason text)
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     kty text;
     nb bytea;
@@ -624,8 +620,7 @@ $fn$;
 -- The key family an algorithm name (exact, case-sensitive, as RFC 7518) needs; NULL for a
 -- name the native edition does not know.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_alg_family(alg text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE alg
         WHEN 'RS256' THEN 'Rsa' WHEN 'RS384' THEN 'Rsa' WHEN 'RS512' THEN 'Rsa'
         WHEN 'PS256' THEN 'Rsa' WHEN 'PS384' THEN 'Rsa' WHEN 'PS512' THEN 'Rsa'
@@ -638,8 +633,7 @@ $fn$;
 -- or has no usable key, changes nothing and raises 22023 naming `what`.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_store_keys(doc jsonb, source text,
     fetched timestamptz, expires timestamptz, what text) RETURNS integer
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     parsed jsonb;
     usable integer;
@@ -709,8 +703,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION @extschema@._outseta_settings(
     OUT setting text, OUT default_value text, OUT kind text, OUT min_value integer, OUT max_value integer)
 RETURNS SETOF record
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     VALUES
         ('outseta_auth.domain', '', 'text', NULL::integer, NULL::integer),
         ('outseta_auth.jwks_url', '', 'text', NULL, NULL),
@@ -738,8 +731,7 @@ $fn$;
 
 -- A comma list: items trimmed, empty items dropped.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_comma_list(t text) RETURNS text[]
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT coalesce(array_agg(btrim(x) ORDER BY i), '{}')
     FROM unnest(string_to_array(t, ',')) WITH ORDINALITY AS u(x, i)
     WHERE btrim(x) <> ''
@@ -747,8 +739,7 @@ $fn$;
 
 -- The URL rules of the native edition: at most 1024 bytes, https anywhere, http to loopback.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_url_problem(url text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     scheme text;
     authority text;
@@ -790,8 +781,7 @@ $fn$;
 
 -- The JWKS URL of an Outseta domain, or raise 22023.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_domain_url(domain text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     d text := rtrim(btrim(domain), '/');
     url text;
@@ -813,8 +803,7 @@ $fn$;
 -- Check a value for a setting as the native check hooks do (22023, the same messages) and
 -- return it as stored. Limits of the portable edition are refused here too.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_validate(name text, value text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
 DECLARE
     s record;
     item text;
@@ -912,8 +901,7 @@ $fn$;
 
 -- A setting's value in effect: the stored one, else the default.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_setting(name text) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
     SELECT coalesce((SELECT c.value FROM @extschema@.outseta_auth_config c WHERE c.setting = name),
                     (SELECT s.default_value FROM @extschema@._outseta_settings() s WHERE s.setting = name))
 $fn$;
@@ -921,8 +909,7 @@ $fn$;
 -- Resolve the configuration once per change into outseta_auth_state, and empty the
 -- verified-token table when anything a verdict depends on changed.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_resolve() RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     domain text := btrim(@extschema@._outseta_setting('outseta_auth.domain'));
     literal text := btrim(@extschema@._outseta_setting('outseta_auth.jwks'));
@@ -1008,8 +995,7 @@ $fn$;
 
 -- A NULL value is refused (never taken for "unset" silently).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_null_value(setting text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
 BEGIN
     PERFORM @extschema@._outseta_raise('config_error', format('invalid value for %s', setting),
         'the value is NULL; outseta_config_reset(setting) restores the default');
@@ -1037,8 +1023,7 @@ $fn$;
 -- When the key source changed, the key set of the old one is no longer trusted: a literal
 -- is parsed again, fetched or pushed keys must be pushed or fetched again.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_source_changed(before_source text[]) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     literal text := btrim(@extschema@._outseta_setting('outseta_auth.jwks'));
 BEGIN
@@ -1060,8 +1045,7 @@ $fn$;
 
 -- A key set's text as jsonb, or raise 22023 (not JSON).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_jwks_doc(t text) RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
 DECLARE
     j jsonb := @extschema@._outseta_jsonb(t);
 BEGIN
@@ -1098,8 +1082,7 @@ $fn$;
 -- The token setting, unless its value is a role or database default (pg_db_role_setting),
 -- which would act for every later session of that role (for example behind a pooler).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_token_setting() RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
 DECLARE
     raw text := current_setting('outseta_auth.token', true);
     t text := btrim(raw, E' \t\n\r\f');
@@ -1122,8 +1105,7 @@ $fn$;
 
 -- A request setting's text, or raise too_large (28000) over 64 KiB.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_request_json(name text) RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
 DECLARE
     raw text := current_setting(name, true);
     j jsonb;
@@ -1146,8 +1128,7 @@ $fn$;
 
 -- Whether the origin scheme://host[:port] names the authority host[:port] of a Host header.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_same_authority(origin text, host text) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     rest text;
     default_port text;
@@ -1167,8 +1148,7 @@ END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_authority(a text, default_port text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     x text := lower(btrim(a));
     i integer := length(x) - strpos(reverse(x), ':') + 1;
@@ -1189,8 +1169,7 @@ $fn$;
 -- The CSRF rule for the cookie (the native edition's cookie_allowed): never cross-site; a
 -- listed origin; otherwise same-origin only.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_cookie_allowed(headers jsonb, origins text[]) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
 DECLARE
     site text := btrim(coalesce(CASE WHEN jsonb_typeof(headers->'sec-fetch-site') = 'string' THEN headers->>'sec-fetch-site' END, ''));
     origin text := CASE WHEN jsonb_typeof(headers->'origin') = 'string' THEN rtrim(btrim(headers->>'origin'), '/') END;
@@ -1220,8 +1199,7 @@ $fn$;
 -- when the session's memo already holds this token, which only a checked token gets into.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_token_from(st @extschema@.outseta_auth_state, check_defaults boolean)
 RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
 DECLARE
     source text;
     t text;
@@ -1266,8 +1244,7 @@ $fn$;
 -- The claims rules (the native edition's claims::check) on a payload whose signature held.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_check_claims(payload bytea, st @extschema@.outseta_auth_state,
     now double precision) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
 DECLARE
     txt text := @extschema@._outseta_utf8(payload);
     c jsonb;
@@ -1351,16 +1328,14 @@ $fn$;
 
 -- A NumericDate as the native edition prints it: whole numbers without a fraction.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_num_text(v double precision) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE WHEN v = trunc(v) AND abs(v) < 1e15 THEN trunc(v)::bigint::text ELSE v::text END
 $fn$;
 
 -- The whole verification of one token under the resolved configuration, without caches.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_check(token text, st @extschema@.outseta_auth_state,
     now double precision) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
 DECLARE
     parts text[];
     header_bytes bytea;
@@ -1474,8 +1449,7 @@ $fn$;
 
 -- Why a key cannot verify a token whose header says alg (NULL: it can).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_key_misfit(family text, key_alg text, alg text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     SELECT CASE
         WHEN @extschema@._outseta_alg_family(alg) <> family
             THEN format('%s needs a %s key, this is %s', alg, @extschema@._outseta_alg_family(alg), family)
@@ -1484,57 +1458,43 @@ SET search_path = pg_catalog, pg_temp AS $fn$
     END
 $fn$;
 
--- The session's memo of verified tokens (the GUC outseta_auth_sql.memo, session-level, so
--- that it also serves read-only transactions and hot standbys, where nothing can be written):
--- up to 8 entries "digest:exp:nbf:mac", newest first. The digest is SHA-256 of the token and
--- the trust digest, so a memo entry is useless without the token itself; the MAC is
--- SHA-256(memo_key || SHA-256(digest:exp:nbf)) under a key only the owner's table holds, so
--- no role that can set the GUC can forge an entry or stretch its exp. No claims are kept in
--- it (any client behind the same pooled connection could read them).
-CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_mac(st @extschema@.outseta_auth_state, body text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT encode(sha256(st.memo_key || sha256(convert_to(body, 'UTF8'))), 'hex')
+-- The session's memo of verified tokens: the GUC outseta_auth_sql.memo, session-level, so
+-- that it also serves read-only transactions and hot standbys, where nothing can be written.
+-- Up to 8 entries, newest first, each SHA-256(memo_key || digest) in hex, where digest is
+-- SHA-256 of the token and the trust digest: a MAC under a key only the owner's table holds
+-- (no role that can set the GUC can make an entry), of a fixed-length input (no length
+-- extension), useless without the token itself. Nothing else is kept in it (another client
+-- of a pooled connection could read it): exp and nbf come from the token's claims.
+-- The memo's entry for a digest (inlined where it is called: no function call).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_entry(memo_key bytea, digest bytea) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT pg_catalog.encode(pg_catalog.sha256(memo_key OPERATOR(pg_catalog.||) digest), 'hex')
 $fn$;
 
--- The memo's (exp, nbf) of a digest, or nothing when it holds no valid entry for it.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_get(st @extschema@.outseta_auth_state, digest text,
-    OUT exp double precision, OUT nbf double precision)
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    memo text := current_setting('outseta_auth_sql.memo', true);
-    at integer;
-    entry text;
-    body text;
+-- Remember an entry in the session's memo.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_put(entry text) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 BEGIN
-    at := strpos(memo, digest || ':');
-    IF at = 0 OR at IS NULL THEN
-        RETURN;
-    END IF;
-    entry := split_part(substr(memo, at), ',', 1);
-    body := left(entry, length(entry) - 65);
-    IF right(entry, 65) <> ':' || @extschema@._outseta_memo_mac(st, body) THEN
-        RETURN;
-    END IF;
-    exp := split_part(body, ':', 2)::double precision;
-    nbf := nullif(split_part(body, ':', 3), '')::double precision;
-END
-$fn$;
-
--- Remember a verified token in the session's memo.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_put(st @extschema@.outseta_auth_state, digest text,
-    exp double precision, nbf double precision) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    body text := digest || ':' || exp::text || ':' || coalesce(nbf::text, '');
-    kept text[];
-BEGIN
-    kept := (string_to_array(nullif(current_setting('outseta_auth_sql.memo', true), ''), ','))[1:7];
     PERFORM set_config('outseta_auth_sql.memo',
-        array_to_string(ARRAY[body || ':' || @extschema@._outseta_memo_mac(st, body)] || kept, ','), false);
+        array_to_string(ARRAY[entry]
+            || (string_to_array(nullif(current_setting('outseta_auth_sql.memo', true), ''), ','))[1:7], ','),
+        false);
 END
+$fn$;
+
+-- The claims of a token the session's memo holds under st, else NULL (one expression,
+-- inlined where it is called). exp and nbf are checked by the caller.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_claims(st @extschema@.outseta_auth_state, token text) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN pg_catalog.strpos(pg_catalog.current_setting('outseta_auth_sql.memo', true),
+        @extschema@._outseta_memo_entry(st.memo_key, pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8')
+            OPERATOR(pg_catalog.||) st.trust))) OPERATOR(pg_catalog.>) 0
+    -- verified before: its payload is strict base64url of UTF-8 JSON
+    THEN pg_catalog.convert_from(pg_catalog.decode(
+        pg_catalog.replace(pg_catalog.replace(pg_catalog.split_part(token, '.', 2), '-', '+'), '_', '/')
+        OPERATOR(pg_catalog.||) pg_catalog.repeat('=', (4 OPERATOR(pg_catalog.-)
+            (pg_catalog.length(pg_catalog.split_part(token, '.', 2)) OPERATOR(pg_catalog.%) 4)) OPERATOR(pg_catalog.%) 4),
+        'base64'), 'UTF8')::pg_catalog.jsonb END
 $fn$;
 
 -- The verdict for a token under st: the session's memo (exp and nbf checked again, claims
@@ -1545,13 +1505,11 @@ $fn$;
 -- with the role-default check of outseta_auth.token.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict_under(token text, st @extschema@.outseta_auth_state,
     from_sources boolean) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     now double precision := extract(epoch FROM clock_timestamp());
     key_digest bytea;
-    hex text;
-    m record;
+    in_memo boolean := false;
     claims jsonb;
     exp double precision;
     nbf double precision;
@@ -1561,14 +1519,14 @@ BEGIN
         RETURN @extschema@._outseta_fail('config_error', 'invalid value for outseta_auth.domain', st.config_error);
     END IF;
     IF octet_length(token) <= 16384 AND now < st.keys_until THEN
-        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
-        hex := encode(key_digest, 'hex');
-        m := @extschema@._outseta_memo_get(st, hex);
-        IF m.exp IS NOT NULL THEN
-            claims := convert_from(@extschema@._outseta_b64url(split_part(token, '.', 2)), 'UTF8')::jsonb;
-            exp := m.exp;
-            nbf := m.nbf;
-        ELSE
+        claims := @extschema@._outseta_memo_claims(st, token);
+        IF claims IS NOT NULL THEN
+            exp := @extschema@._outseta_f64((claims ->> 'exp')::numeric);
+            nbf := @extschema@._outseta_f64((claims ->> 'nbf')::numeric);
+            in_memo := true;
+        END IF;
+        IF NOT in_memo THEN
+            key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
             SELECT v.claims, v.exp, v.nbf INTO claims, exp, nbf
             FROM @extschema@.outseta_auth_verified v WHERE v.digest = key_digest;
         END IF;
@@ -1580,8 +1538,8 @@ BEGIN
                 RETURN @extschema@._outseta_fail('not_yet_valid', 'Outseta token is not yet valid',
                     format('nbf=%s now=%s leeway=%ss', @extschema@._outseta_num_text(nbf), floor(now)::bigint, st.leeway));
             END IF;
-            IF m.exp IS NULL THEN
-                PERFORM @extschema@._outseta_memo_put(st, hex, exp, nbf);
+            IF NOT in_memo THEN
+                PERFORM @extschema@._outseta_memo_put(@extschema@._outseta_memo_entry(st.memo_key, key_digest));
             END IF;
             RETURN ROW(claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
         END IF;
@@ -1606,7 +1564,7 @@ BEGIN
         key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
         exp := @extschema@._outseta_f64((o.claims->>'exp')::numeric);
         nbf := @extschema@._outseta_f64((o.claims->>'nbf')::numeric);
-        PERFORM @extschema@._outseta_memo_put(st, encode(key_digest, 'hex'), exp, nbf);
+        PERFORM @extschema@._outseta_memo_put(@extschema@._outseta_memo_entry(st.memo_key, key_digest));
         IF current_setting('transaction_read_only') = 'off' THEN
             INSERT INTO @extschema@.outseta_auth_verified (digest, claims, exp, nbf)
             VALUES (key_digest, o.claims, exp, nbf)
@@ -1633,20 +1591,41 @@ BEGIN
 END
 $fn$;
 
--- The verdict for the current request's token; NULL when it has none.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_current_outcome() RETURNS @extschema@._outseta_outcome
+-- The verdict for the current request's token; NULL when it has none; with raise, a
+-- refusal is raised instead of returned. The per-statement path: one row read, the token
+-- setting, the memo, in few expressions.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_current_outcome(raise boolean) RETURNS @extschema@._outseta_outcome
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     st @extschema@.outseta_auth_state;
     t text;
+    claims jsonb;
+    o @extschema@._outseta_outcome;
 BEGIN
     SELECT * INTO st FROM @extschema@.outseta_auth_state;
-    t := @extschema@._outseta_token_from(st, false);
+    t := CASE WHEN st.token_sources[1] = 'setting'
+              THEN nullif(btrim(current_setting('outseta_auth.token', true), E' \t\n\r\f'), '') END;
     IF t IS NULL THEN
-        RETURN NULL;
+        t := @extschema@._outseta_token_from(st, false);
+        IF t IS NULL THEN
+            RETURN NULL;
+        END IF;
     END IF;
-    RETURN @extschema@._outseta_verdict_under(t, st, true);
+    -- The common case, in few expressions: the memo holds it, and its times hold.
+    IF octet_length(t) <= 16384 AND st.config_error IS NULL THEN
+        claims := @extschema@._outseta_memo_claims(st, t);
+        IF claims IS NOT NULL AND extract(epoch FROM clock_timestamp()) < least(st.keys_until,
+                @extschema@._outseta_f64((claims ->> 'exp')::numeric) + st.leeway)
+           AND coalesce(@extschema@._outseta_f64((claims ->> 'nbf')::numeric) <= extract(epoch FROM clock_timestamp()) + st.leeway, true) THEN
+            RETURN ROW(claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
+        END IF;
+    END IF;
+    o := @extschema@._outseta_verdict_under(t, st, true);
+    IF raise AND o.code IS NOT NULL THEN
+        PERFORM @extschema@._outseta_raise(o.code, o.message, o.detail);
+    END IF;
+    RETURN o;
 END
 $fn$;
 
@@ -1662,8 +1641,7 @@ $fn$;
 
 -- The schema of the http extension, or NULL when it is not installed.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_http_schema() RETURNS name
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
     SELECT n.nspname FROM pg_catalog.pg_extension e
     JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
     WHERE e.extname = 'http'
@@ -1671,8 +1649,7 @@ $fn$;
 
 -- Record a failed attempt (kept with the key set, shown by outseta_jwks_status()).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_fetch_failed(url text, cause text) RETURNS void
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql VOLATILE PARALLEL UNSAFE AS $fn$
     INSERT INTO @extschema@.outseta_auth_keyset AS s (source, digest, version, last_error, last_attempt)
     VALUES ('', '\x', 0, cause, clock_timestamp())
     ON CONFLICT (id) DO UPDATE SET last_error = excluded.last_error, last_attempt = excluded.last_attempt
@@ -1681,8 +1658,7 @@ $fn$;
 -- Fetch the key set of a URL source now and store it; returns the number of usable keys, or
 -- raises 58000 (jwks_unavailable) or 0A000 (no http extension). Owner only.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_fetch_jwks(st @extschema@.outseta_auth_state) RETURNS integer
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     http name := @extschema@._outseta_http_schema();
     url text := st.source_label;
@@ -1752,8 +1728,7 @@ $fn$;
 -- its TTL, or (unknown_kid) when asked, at most once per jwks_refresh_min_interval, and only
 -- where this transaction can write and the http extension is installed. Never raises.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_maybe_fetch(st @extschema@.outseta_auth_state, force boolean) RETURNS boolean
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     ks record;
     min_interval integer := @extschema@._outseta_setting('outseta_auth.jwks_refresh_min_interval')::integer;
@@ -1791,8 +1766,7 @@ $fn$;
 
 -- The claims of a token, or raise its error.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_claims_of(token text) RETURNS jsonb
-LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE AS $fn$
 DECLARE
     o @extschema@._outseta_outcome := @extschema@._outseta_verdict(token);
 BEGIN
@@ -1803,118 +1777,115 @@ BEGIN
 END
 $fn$;
 
--- The verified claims of the current request's token; NULL without one.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_current_claims() RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    o @extschema@._outseta_outcome := @extschema@._outseta_current_outcome();
-BEGIN
-    IF o.code IS NOT NULL THEN
-        PERFORM @extschema@._outseta_raise(o.code, o.message, o.detail);
-    END IF;
-    RETURN o.claims;
-END
+-- A claim that is a JSON string, as text; else NULL (inlined where it is called).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_string(claims jsonb, name text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN pg_catalog.jsonb_typeof(claims OPERATOR(pg_catalog.->) name) OPERATOR(pg_catalog.=) 'string'
+                THEN claims OPERATOR(pg_catalog.->>) name END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_verify(token text) RETURNS jsonb
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_claims_of(token)
+BEGIN
+    RETURN @extschema@._outseta_claims_of(token);
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_result(o @extschema@._outseta_outcome)
 RETURNS @extschema@.outseta_verify_result
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     SELECT CASE WHEN o.code IS NULL THEN ROW(true, o.claims, NULL, NULL)::@extschema@.outseta_verify_result
                 ELSE ROW(false, NULL, o.code, @extschema@._outseta_error_text(o))::@extschema@.outseta_verify_result END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_try_verify(token text) RETURNS @extschema@.outseta_verify_result
-LANGUAGE sql STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_result(CASE WHEN token IS NULL OR token = ''
+BEGIN
+    RETURN @extschema@._outseta_result(CASE WHEN token IS NULL OR token = ''
         THEN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'no token was given')
-        ELSE @extschema@._outseta_verdict(token) END)
+        ELSE @extschema@._outseta_verdict(token) END);
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_try_current() RETURNS @extschema@.outseta_verify_result
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE WHEN NOT (o IS NULL) THEN @extschema@._outseta_result(o) END
-    FROM (SELECT @extschema@._outseta_current_outcome() AS o) x
+DECLARE
+    o @extschema@._outseta_outcome := @extschema@._outseta_current_outcome(false);
+BEGIN
+    RETURN CASE WHEN NOT (o IS NULL) THEN @extschema@._outseta_result(o) END;
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_claims() RETURNS jsonb
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_current_claims()
+BEGIN
+    RETURN (@extschema@._outseta_current_outcome(true)).claims;
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_claim(name text) RETURNS jsonb
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_current_claims() -> name
-$fn$;
-
--- A text claim: a JSON string, else NULL.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_text_claim(name text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    c jsonb := @extschema@._outseta_current_claims();
 BEGIN
-    RETURN CASE WHEN jsonb_typeof(c -> name) = 'string' THEN c ->> name END;
+    RETURN (@extschema@._outseta_current_outcome(true)).claims -> name;
 END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_sub() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('sub') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'sub'); END $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_account_uid() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('outseta:accountUid') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'outseta:accountUid'); END $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_email() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('email') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'email'); END $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_name() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('name') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'name'); END $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_plan_uid() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('outseta:planUid') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'outseta:planUid'); END $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_subscription_uid() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('outseta:subscriptionUid') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'outseta:subscriptionUid'); END $fn$;
 
 -- An array of strings; anything else (or any non-string member) is NULL.
 CREATE OR REPLACE FUNCTION @extschema@.outseta_add_on_uids() RETURNS text[]
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE WHEN jsonb_typeof(a) = 'array'
-                     AND NOT jsonb_path_exists(a, '$[*] ? (@.type() != "string")')
-                THEN ARRAY(SELECT jsonb_array_elements_text(a)) END
-    FROM (SELECT @extschema@._outseta_current_claims() -> 'outseta:addOnUids' AS a) x
+DECLARE
+    a jsonb := (@extschema@._outseta_current_outcome(true)).claims -> 'outseta:addOnUids';
+BEGIN
+    RETURN CASE WHEN jsonb_typeof(a) = 'array' AND NOT jsonb_path_exists(a, '$[*] ? (@.type() != "string")')
+                THEN ARRAY(SELECT jsonb_array_elements_text(a)) END;
+END
 $fn$;
 
 -- Outseta sends "0"/"1"; JSON booleans, 0/1 and "true"/"false" (any case) are accepted too.
 CREATE OR REPLACE FUNCTION @extschema@.outseta_is_primary() RETURNS boolean
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE
+DECLARE
+    f jsonb := (@extschema@._outseta_current_outcome(true)).claims -> 'outseta:isPrimary';
+BEGIN
+    RETURN CASE
         WHEN jsonb_typeof(f) = 'string' AND (f #>> '{}' = '1' OR lower(f #>> '{}') = 'true') THEN true
         WHEN jsonb_typeof(f) = 'string' AND (f #>> '{}' = '0' OR lower(f #>> '{}') = 'false') THEN false
         WHEN jsonb_typeof(f) = 'boolean' THEN (f #>> '{}')::boolean
         WHEN jsonb_typeof(f) = 'number' AND f::text = '1' THEN true
         WHEN jsonb_typeof(f) = 'number' AND f::text = '0' THEN false
-    END
-    FROM (SELECT @extschema@._outseta_current_claims() -> 'outseta:isPrimary' AS f) x
+    END;
+END
 $fn$;
 
 -- Verify a token and make it outseta_auth.token for the rest of the transaction; '' clears it.
@@ -1934,10 +1905,12 @@ $fn$;
 
 -- What outseta_pre_request() reads of the configuration (the table is the owner's).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_pre_request_settings(OUT role_name text, OUT set_claims boolean)
-LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT btrim(@extschema@._outseta_setting('outseta_auth.authenticated_role')),
-           @extschema@._outseta_setting('outseta_auth.pre_request_claims') = 'on'
+BEGIN
+    role_name := btrim(@extschema@._outseta_setting('outseta_auth.authenticated_role'));
+    set_claims := @extschema@._outseta_setting('outseta_auth.pre_request_claims') = 'on';
+END
 $fn$;
 
 -- PostgREST's db-pre-request hook, as the native edition's.
@@ -2002,8 +1975,7 @@ $fn$;
 
 -- HMAC-SHA256 (RFC 2104) over the built-in sha256().
 CREATE OR REPLACE FUNCTION @extschema@._outseta_hmac_sha256(key bytea, msg bytea) RETURNS bytea
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     k bytea := CASE WHEN octet_length(key) > 64 THEN sha256(key) ELSE key END;
     ipad bytea;
@@ -2049,15 +2021,19 @@ END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_verify_webhook(body text, signature text) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_webhook_check(convert_to(body, 'UTF8'), signature)
+BEGIN
+    RETURN @extschema@._outseta_webhook_check(convert_to(body, 'UTF8'), signature);
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_verify_webhook(body bytea, signature text) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_webhook_check(body, signature)
+BEGIN
+    RETURN @extschema@._outseta_webhook_check(body, signature);
+END
 $fn$;
 
 -- Push a key set fetched outside the database (a cron job, a deploy step); owner only.
@@ -2131,7 +2107,7 @@ CREATE OR REPLACE FUNCTION @extschema@.outseta_profile() RETURNS jsonb
 LANGUAGE plpgsql STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    IF @extschema@._outseta_current_claims() IS NULL THEN
+    IF (@extschema@._outseta_current_outcome(true)).claims IS NULL THEN
         RETURN NULL;
     END IF;
     PERFORM @extschema@._outseta_raise('feature_not_supported',
@@ -2156,7 +2132,7 @@ BEGIN
                                 'outseta_refresh_jwks', 'outseta_jwks_status',
                                 '_outseta_setting', '_outseta_store_keys', '_outseta_resolve',
                                 '_outseta_source_changed', '_outseta_fetch_jwks', '_outseta_maybe_fetch',
-                                '_outseta_verdict_under', '_outseta_memo_put', '_outseta_memo_get', '_outseta_memo_mac')
+                                '_outseta_verdict_under', '_outseta_memo_put')
     LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
@@ -2168,7 +2144,7 @@ BEGIN
                             'outseta_refresh_jwks', 'outseta_jwks_status',
                             '_outseta_setting', '_outseta_store_keys', '_outseta_resolve',
                             '_outseta_source_changed', '_outseta_fetch_jwks', '_outseta_maybe_fetch',
-                                '_outseta_verdict_under', '_outseta_memo_put', '_outseta_memo_get', '_outseta_memo_mac')
+                                '_outseta_verdict_under', '_outseta_memo_put')
     LOOP
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;

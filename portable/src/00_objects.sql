@@ -27,6 +27,20 @@ BEGIN
 END
 $objects$;
 
+-- The internal helpers are made anew by this script: those of an earlier version go first
+-- (policies use only the public functions, which are replaced in place).
+DO $helpers$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = '@extschema@'::regnamespace AND p.proname LIKE '\_outseta\_%'
+    LOOP
+        EXECUTE pg_catalog.format('DROP FUNCTION %s', f);
+    END LOOP;
+END
+$helpers$;
+
 -- The trust configuration: only values set with outseta_config_set(); defaults are in
 -- @extschema@._outseta_settings(). Owner only (the webhook secret is here).
 CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_config (

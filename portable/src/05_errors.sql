@@ -3,8 +3,7 @@
 -- Messages never carry token, key or secret material.
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_sqlstate(code text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE
         WHEN code IN ('jwks_unavailable', 'profile_unavailable') THEN '58000'
         WHEN code = 'config_error' THEN '22023'
@@ -15,8 +14,7 @@ SET search_path = pg_catalog, pg_temp AS $fn$
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_hint(code text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE code
         WHEN 'malformed' THEN 'Pass the raw access token (three base64url parts separated by dots), without a "Bearer " prefix.'
         WHEN 'too_large' THEN 'Pass the raw access token (three base64url parts separated by dots), without a "Bearer " prefix.'
@@ -33,14 +31,12 @@ $fn$;
 
 -- The error text of an outcome as outseta_try_verify() shows it: message, then ": detail".
 CREATE OR REPLACE FUNCTION @extschema@._outseta_error_text(o @extschema@._outseta_outcome) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     SELECT CASE WHEN o.detail IS NULL THEN o.message ELSE o.message || ': ' || o.detail END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_raise(code text, message text, detail text) RETURNS void
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
 DECLARE
     state text := @extschema@._outseta_sqlstate(code);
     hint text := @extschema@._outseta_hint(code);
@@ -61,16 +57,14 @@ $fn$;
 -- An error outcome (helpers of the verification steps).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_fail(code text, message text, detail text DEFAULT NULL)
 RETURNS @extschema@._outseta_outcome
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     SELECT ROW(NULL, code, message, detail)::@extschema@._outseta_outcome
 $fn$;
 
 -- Attacker-controlled text (kid, alg, iss) in a message: at most 64 characters, control
 -- characters escaped, as the native edition's printable().
 CREATE OR REPLACE FUNCTION @extschema@._outseta_printable(s text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     head text := left(s, 64);
     out text := '';

@@ -4,8 +4,7 @@
 
 -- Strict base64url, or NULL.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_b64url(s text) RETURNS bytea
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     rest integer := length(s) % 4;
 BEGIN
@@ -19,22 +18,20 @@ BEGIN
     IF rest = 3 AND strpos('AEIMQUYcgkosw048', right(s, 1)) = 0 THEN
         RETURN NULL;
     END IF;
-    RETURN decode(translate(s, '-_', '+/') || repeat('=', (4 - rest) % 4), 'base64');
+    RETURN decode(replace(replace(s, '-', '+'), '_', '/') || repeat('=', (4 - rest) % 4), 'base64');
 END
 $fn$;
 
 -- base64url without padding.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_b64url_encode(b bytea) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT translate(encode(b, 'base64'), E'+/=\n', '-_')
 $fn$;
 
 -- Bytes as text when they are well-formed UTF-8 without NUL, else NULL (never raises:
 -- the test runs on the hex form: ASCII, then the multi-byte forms of RFC 3629).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_utf8(b bytea) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     h text := encode(b, 'hex');
 BEGIN
@@ -57,8 +54,7 @@ $fn$;
 
 -- Big-endian unsigned bytes as a numeric (7 bytes per step).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_num(b bytea) RETURNS numeric
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     h text := encode(b, 'hex');
     len integer := length(h);

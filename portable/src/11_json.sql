@@ -6,8 +6,7 @@ DO $json$
 BEGIN
     IF pg_catalog.current_setting('server_version_num')::integer >= 160000 THEN
         CREATE OR REPLACE FUNCTION @extschema@._outseta_jsonb(t text) RETURNS jsonb
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-        SET search_path = pg_catalog, pg_temp AS $fn$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
         DECLARE
             j jsonb;
         BEGIN
@@ -23,8 +22,7 @@ BEGIN
         $fn$;
     ELSE
         CREATE OR REPLACE FUNCTION @extschema@._outseta_jsonb(t text) RETURNS jsonb
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE
-        SET search_path = pg_catalog, pg_temp AS $fn$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE AS $fn$
         DECLARE
             j jsonb;
         BEGIN
@@ -44,9 +42,9 @@ END
 $json$;
 
 -- A JSON number as double precision, as serde_json reads it (magnitudes below the smallest
--- normal double become 0 rather than an error).
+-- normal double become 0 rather than an error). Not STRICT, qualified: inlined where called.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_f64(n numeric) RETURNS double precision
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE WHEN abs(n) < 1e-300 THEN 0::double precision ELSE n::double precision END
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN pg_catalog.abs(n) OPERATOR(pg_catalog.<) 1e-300 THEN 0::pg_catalog.float8
+                ELSE n::pg_catalog.float8 END
 $fn$;

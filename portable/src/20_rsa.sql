@@ -3,8 +3,7 @@
 
 -- base^e mod m, left to right over the bits of e (e >= 1).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_modpow(base numeric, e bigint, m numeric) RETURNS numeric
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     r numeric := base;
     bit integer := 62;
@@ -26,8 +25,7 @@ $fn$;
 
 -- The DigestInfo prefix of EMSA-PKCS1-v1_5 for a hash, and the hash itself.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_digest(hash text, msg bytea) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE hash
         WHEN 'SHA-256' THEN sha256(msg)
         WHEN 'SHA-384' THEN sha384(msg)
@@ -36,8 +34,7 @@ SET search_path = pg_catalog, pg_temp AS $fn$
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_digest_info(hash text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE hash
         WHEN 'SHA-256' THEN '\x3031300d060960864801650304020105000420'::bytea
         WHEN 'SHA-384' THEN '\x3041300d060960864801650304020205000430'::bytea
@@ -50,8 +47,7 @@ $fn$;
 -- modulus, s < n, moduli of 2048 to 8192 bits.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_rsa_pkcs1_verify(
     n numeric, e bigint, nbytes integer, hash text, msg bytea, sig bytea) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     t bytea := @extschema@._outseta_digest_info(hash) || @extschema@._outseta_digest(hash, msg);
     s numeric;
@@ -73,8 +69,7 @@ $fn$;
 -- each of these small primes, a power of 65537. A random modulus passes all with negligible
 -- probability.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_has_roca(n numeric) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     p integer;
     r integer;

@@ -9,8 +9,7 @@
 CREATE OR REPLACE FUNCTION @extschema@._outseta_jwk(k jsonb,
     OUT family text, OUT alg text, OUT bits integer, OUT nbytes integer, OUT n numeric,
     OUT e bigint, OUT reason text)
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     kty text;
     nb bytea;
@@ -145,8 +144,7 @@ $fn$;
 -- The key family an algorithm name (exact, case-sensitive, as RFC 7518) needs; NULL for a
 -- name the native edition does not know.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_alg_family(alg text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE alg
         WHEN 'RS256' THEN 'Rsa' WHEN 'RS384' THEN 'Rsa' WHEN 'RS512' THEN 'Rsa'
         WHEN 'PS256' THEN 'Rsa' WHEN 'PS384' THEN 'Rsa' WHEN 'PS512' THEN 'Rsa'
@@ -159,8 +157,7 @@ $fn$;
 -- or has no usable key, changes nothing and raises 22023 naming `what`.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_store_keys(doc jsonb, source text,
     fetched timestamptz, expires timestamptz, what text) RETURNS integer
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     parsed jsonb;
     usable integer;

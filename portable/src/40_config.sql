@@ -7,8 +7,7 @@
 CREATE OR REPLACE FUNCTION @extschema@._outseta_settings(
     OUT setting text, OUT default_value text, OUT kind text, OUT min_value integer, OUT max_value integer)
 RETURNS SETOF record
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     VALUES
         ('outseta_auth.domain', '', 'text', NULL::integer, NULL::integer),
         ('outseta_auth.jwks_url', '', 'text', NULL, NULL),
@@ -36,8 +35,7 @@ $fn$;
 
 -- A comma list: items trimmed, empty items dropped.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_comma_list(t text) RETURNS text[]
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT coalesce(array_agg(btrim(x) ORDER BY i), '{}')
     FROM unnest(string_to_array(t, ',')) WITH ORDINALITY AS u(x, i)
     WHERE btrim(x) <> ''
@@ -45,8 +43,7 @@ $fn$;
 
 -- The URL rules of the native edition: at most 1024 bytes, https anywhere, http to loopback.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_url_problem(url text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     scheme text;
     authority text;
@@ -88,8 +85,7 @@ $fn$;
 
 -- The JWKS URL of an Outseta domain, or raise 22023.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_domain_url(domain text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     d text := rtrim(btrim(domain), '/');
     url text;
@@ -111,8 +107,7 @@ $fn$;
 -- Check a value for a setting as the native check hooks do (22023, the same messages) and
 -- return it as stored. Limits of the portable edition are refused here too.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_validate(name text, value text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
 DECLARE
     s record;
     item text;
@@ -210,8 +205,7 @@ $fn$;
 
 -- A setting's value in effect: the stored one, else the default.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_setting(name text) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
     SELECT coalesce((SELECT c.value FROM @extschema@.outseta_auth_config c WHERE c.setting = name),
                     (SELECT s.default_value FROM @extschema@._outseta_settings() s WHERE s.setting = name))
 $fn$;
@@ -219,8 +213,7 @@ $fn$;
 -- Resolve the configuration once per change into outseta_auth_state, and empty the
 -- verified-token table when anything a verdict depends on changed.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_resolve() RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     domain text := btrim(@extschema@._outseta_setting('outseta_auth.domain'));
     literal text := btrim(@extschema@._outseta_setting('outseta_auth.jwks'));
@@ -306,8 +299,7 @@ $fn$;
 
 -- A NULL value is refused (never taken for "unset" silently).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_null_value(setting text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
 BEGIN
     PERFORM @extschema@._outseta_raise('config_error', format('invalid value for %s', setting),
         'the value is NULL; outseta_config_reset(setting) restores the default');
@@ -335,8 +327,7 @@ $fn$;
 -- When the key source changed, the key set of the old one is no longer trusted: a literal
 -- is parsed again, fetched or pushed keys must be pushed or fetched again.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_source_changed(before_source text[]) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     literal text := btrim(@extschema@._outseta_setting('outseta_auth.jwks'));
 BEGIN
@@ -358,8 +349,7 @@ $fn$;
 
 -- A key set's text as jsonb, or raise 22023 (not JSON).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_jwks_doc(t text) RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
 DECLARE
     j jsonb := @extschema@._outseta_jsonb(t);
 BEGIN

@@ -5,8 +5,7 @@
 -- The claims rules (the native edition's claims::check) on a payload whose signature held.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_check_claims(payload bytea, st @extschema@.outseta_auth_state,
     now double precision) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
 DECLARE
     txt text := @extschema@._outseta_utf8(payload);
     c jsonb;
@@ -90,16 +89,14 @@ $fn$;
 
 -- A NumericDate as the native edition prints it: whole numbers without a fraction.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_num_text(v double precision) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
     SELECT CASE WHEN v = trunc(v) AND abs(v) < 1e15 THEN trunc(v)::bigint::text ELSE v::text END
 $fn$;
 
 -- The whole verification of one token under the resolved configuration, without caches.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_check(token text, st @extschema@.outseta_auth_state,
     now double precision) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
 DECLARE
     parts text[];
     header_bytes bytea;
@@ -213,8 +210,7 @@ $fn$;
 
 -- Why a key cannot verify a token whose header says alg (NULL: it can).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_key_misfit(family text, key_alg text, alg text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     SELECT CASE
         WHEN @extschema@._outseta_alg_family(alg) <> family
             THEN format('%s needs a %s key, this is %s', alg, @extschema@._outseta_alg_family(alg), family)
@@ -223,57 +219,43 @@ SET search_path = pg_catalog, pg_temp AS $fn$
     END
 $fn$;
 
--- The session's memo of verified tokens (the GUC outseta_auth_sql.memo, session-level, so
--- that it also serves read-only transactions and hot standbys, where nothing can be written):
--- up to 8 entries "digest:exp:nbf:mac", newest first. The digest is SHA-256 of the token and
--- the trust digest, so a memo entry is useless without the token itself; the MAC is
--- SHA-256(memo_key || SHA-256(digest:exp:nbf)) under a key only the owner's table holds, so
--- no role that can set the GUC can forge an entry or stretch its exp. No claims are kept in
--- it (any client behind the same pooled connection could read them).
-CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_mac(st @extschema@.outseta_auth_state, body text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT encode(sha256(st.memo_key || sha256(convert_to(body, 'UTF8'))), 'hex')
+-- The session's memo of verified tokens: the GUC outseta_auth_sql.memo, session-level, so
+-- that it also serves read-only transactions and hot standbys, where nothing can be written.
+-- Up to 8 entries, newest first, each SHA-256(memo_key || digest) in hex, where digest is
+-- SHA-256 of the token and the trust digest: a MAC under a key only the owner's table holds
+-- (no role that can set the GUC can make an entry), of a fixed-length input (no length
+-- extension), useless without the token itself. Nothing else is kept in it (another client
+-- of a pooled connection could read it): exp and nbf come from the token's claims.
+-- The memo's entry for a digest (inlined where it is called: no function call).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_entry(memo_key bytea, digest bytea) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT pg_catalog.encode(pg_catalog.sha256(memo_key OPERATOR(pg_catalog.||) digest), 'hex')
 $fn$;
 
--- The memo's (exp, nbf) of a digest, or nothing when it holds no valid entry for it.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_get(st @extschema@.outseta_auth_state, digest text,
-    OUT exp double precision, OUT nbf double precision)
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    memo text := current_setting('outseta_auth_sql.memo', true);
-    at integer;
-    entry text;
-    body text;
+-- Remember an entry in the session's memo.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_put(entry text) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 BEGIN
-    at := strpos(memo, digest || ':');
-    IF at = 0 OR at IS NULL THEN
-        RETURN;
-    END IF;
-    entry := split_part(substr(memo, at), ',', 1);
-    body := left(entry, length(entry) - 65);
-    IF right(entry, 65) <> ':' || @extschema@._outseta_memo_mac(st, body) THEN
-        RETURN;
-    END IF;
-    exp := split_part(body, ':', 2)::double precision;
-    nbf := nullif(split_part(body, ':', 3), '')::double precision;
-END
-$fn$;
-
--- Remember a verified token in the session's memo.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_put(st @extschema@.outseta_auth_state, digest text,
-    exp double precision, nbf double precision) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    body text := digest || ':' || exp::text || ':' || coalesce(nbf::text, '');
-    kept text[];
-BEGIN
-    kept := (string_to_array(nullif(current_setting('outseta_auth_sql.memo', true), ''), ','))[1:7];
     PERFORM set_config('outseta_auth_sql.memo',
-        array_to_string(ARRAY[body || ':' || @extschema@._outseta_memo_mac(st, body)] || kept, ','), false);
+        array_to_string(ARRAY[entry]
+            || (string_to_array(nullif(current_setting('outseta_auth_sql.memo', true), ''), ','))[1:7], ','),
+        false);
 END
+$fn$;
+
+-- The claims of a token the session's memo holds under st, else NULL (one expression,
+-- inlined where it is called). exp and nbf are checked by the caller.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_claims(st @extschema@.outseta_auth_state, token text) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN pg_catalog.strpos(pg_catalog.current_setting('outseta_auth_sql.memo', true),
+        @extschema@._outseta_memo_entry(st.memo_key, pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8')
+            OPERATOR(pg_catalog.||) st.trust))) OPERATOR(pg_catalog.>) 0
+    -- verified before: its payload is strict base64url of UTF-8 JSON
+    THEN pg_catalog.convert_from(pg_catalog.decode(
+        pg_catalog.replace(pg_catalog.replace(pg_catalog.split_part(token, '.', 2), '-', '+'), '_', '/')
+        OPERATOR(pg_catalog.||) pg_catalog.repeat('=', (4 OPERATOR(pg_catalog.-)
+            (pg_catalog.length(pg_catalog.split_part(token, '.', 2)) OPERATOR(pg_catalog.%) 4)) OPERATOR(pg_catalog.%) 4),
+        'base64'), 'UTF8')::pg_catalog.jsonb END
 $fn$;
 
 -- The verdict for a token under st: the session's memo (exp and nbf checked again, claims
@@ -284,13 +266,11 @@ $fn$;
 -- with the role-default check of outseta_auth.token.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict_under(token text, st @extschema@.outseta_auth_state,
     from_sources boolean) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     now double precision := extract(epoch FROM clock_timestamp());
     key_digest bytea;
-    hex text;
-    m record;
+    in_memo boolean := false;
     claims jsonb;
     exp double precision;
     nbf double precision;
@@ -300,14 +280,14 @@ BEGIN
         RETURN @extschema@._outseta_fail('config_error', 'invalid value for outseta_auth.domain', st.config_error);
     END IF;
     IF octet_length(token) <= 16384 AND now < st.keys_until THEN
-        key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
-        hex := encode(key_digest, 'hex');
-        m := @extschema@._outseta_memo_get(st, hex);
-        IF m.exp IS NOT NULL THEN
-            claims := convert_from(@extschema@._outseta_b64url(split_part(token, '.', 2)), 'UTF8')::jsonb;
-            exp := m.exp;
-            nbf := m.nbf;
-        ELSE
+        claims := @extschema@._outseta_memo_claims(st, token);
+        IF claims IS NOT NULL THEN
+            exp := @extschema@._outseta_f64((claims ->> 'exp')::numeric);
+            nbf := @extschema@._outseta_f64((claims ->> 'nbf')::numeric);
+            in_memo := true;
+        END IF;
+        IF NOT in_memo THEN
+            key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
             SELECT v.claims, v.exp, v.nbf INTO claims, exp, nbf
             FROM @extschema@.outseta_auth_verified v WHERE v.digest = key_digest;
         END IF;
@@ -319,8 +299,8 @@ BEGIN
                 RETURN @extschema@._outseta_fail('not_yet_valid', 'Outseta token is not yet valid',
                     format('nbf=%s now=%s leeway=%ss', @extschema@._outseta_num_text(nbf), floor(now)::bigint, st.leeway));
             END IF;
-            IF m.exp IS NULL THEN
-                PERFORM @extschema@._outseta_memo_put(st, hex, exp, nbf);
+            IF NOT in_memo THEN
+                PERFORM @extschema@._outseta_memo_put(@extschema@._outseta_memo_entry(st.memo_key, key_digest));
             END IF;
             RETURN ROW(claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
         END IF;
@@ -345,7 +325,7 @@ BEGIN
         key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
         exp := @extschema@._outseta_f64((o.claims->>'exp')::numeric);
         nbf := @extschema@._outseta_f64((o.claims->>'nbf')::numeric);
-        PERFORM @extschema@._outseta_memo_put(st, encode(key_digest, 'hex'), exp, nbf);
+        PERFORM @extschema@._outseta_memo_put(@extschema@._outseta_memo_entry(st.memo_key, key_digest));
         IF current_setting('transaction_read_only') = 'off' THEN
             INSERT INTO @extschema@.outseta_auth_verified (digest, claims, exp, nbf)
             VALUES (key_digest, o.claims, exp, nbf)
@@ -372,19 +352,40 @@ BEGIN
 END
 $fn$;
 
--- The verdict for the current request's token; NULL when it has none.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_current_outcome() RETURNS @extschema@._outseta_outcome
+-- The verdict for the current request's token; NULL when it has none; with raise, a
+-- refusal is raised instead of returned. The per-statement path: one row read, the token
+-- setting, the memo, in few expressions.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_current_outcome(raise boolean) RETURNS @extschema@._outseta_outcome
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     st @extschema@.outseta_auth_state;
     t text;
+    claims jsonb;
+    o @extschema@._outseta_outcome;
 BEGIN
     SELECT * INTO st FROM @extschema@.outseta_auth_state;
-    t := @extschema@._outseta_token_from(st, false);
+    t := CASE WHEN st.token_sources[1] = 'setting'
+              THEN nullif(btrim(current_setting('outseta_auth.token', true), E' \t\n\r\f'), '') END;
     IF t IS NULL THEN
-        RETURN NULL;
+        t := @extschema@._outseta_token_from(st, false);
+        IF t IS NULL THEN
+            RETURN NULL;
+        END IF;
     END IF;
-    RETURN @extschema@._outseta_verdict_under(t, st, true);
+    -- The common case, in few expressions: the memo holds it, and its times hold.
+    IF octet_length(t) <= 16384 AND st.config_error IS NULL THEN
+        claims := @extschema@._outseta_memo_claims(st, t);
+        IF claims IS NOT NULL AND extract(epoch FROM clock_timestamp()) < least(st.keys_until,
+                @extschema@._outseta_f64((claims ->> 'exp')::numeric) + st.leeway)
+           AND coalesce(@extschema@._outseta_f64((claims ->> 'nbf')::numeric) <= extract(epoch FROM clock_timestamp()) + st.leeway, true) THEN
+            RETURN ROW(claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
+        END IF;
+    END IF;
+    o := @extschema@._outseta_verdict_under(t, st, true);
+    IF raise AND o.code IS NOT NULL THEN
+        PERFORM @extschema@._outseta_raise(o.code, o.message, o.detail);
+    END IF;
+    RETURN o;
 END
 $fn$;

@@ -9,8 +9,7 @@
 
 -- The schema of the http extension, or NULL when it is not installed.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_http_schema() RETURNS name
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
     SELECT n.nspname FROM pg_catalog.pg_extension e
     JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
     WHERE e.extname = 'http'
@@ -18,8 +17,7 @@ $fn$;
 
 -- Record a failed attempt (kept with the key set, shown by outseta_jwks_status()).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_fetch_failed(url text, cause text) RETURNS void
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql VOLATILE PARALLEL UNSAFE AS $fn$
     INSERT INTO @extschema@.outseta_auth_keyset AS s (source, digest, version, last_error, last_attempt)
     VALUES ('', '\x', 0, cause, clock_timestamp())
     ON CONFLICT (id) DO UPDATE SET last_error = excluded.last_error, last_attempt = excluded.last_attempt
@@ -28,8 +26,7 @@ $fn$;
 -- Fetch the key set of a URL source now and store it; returns the number of usable keys, or
 -- raises 58000 (jwks_unavailable) or 0A000 (no http extension). Owner only.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_fetch_jwks(st @extschema@.outseta_auth_state) RETURNS integer
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     http name := @extschema@._outseta_http_schema();
     url text := st.source_label;
@@ -99,8 +96,7 @@ $fn$;
 -- its TTL, or (unknown_kid) when asked, at most once per jwks_refresh_min_interval, and only
 -- where this transaction can write and the http extension is installed. Never raises.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_maybe_fetch(st @extschema@.outseta_auth_state, force boolean) RETURNS boolean
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
 DECLARE
     ks record;
     min_interval integer := @extschema@._outseta_setting('outseta_auth.jwks_refresh_min_interval')::integer;

@@ -11,8 +11,7 @@ $fn$;
 
 -- The claims of a token, or raise its error.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_claims_of(token text) RETURNS jsonb
-LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE AS $fn$
 DECLARE
     o @extschema@._outseta_outcome := @extschema@._outseta_verdict(token);
 BEGIN
@@ -23,118 +22,115 @@ BEGIN
 END
 $fn$;
 
--- The verified claims of the current request's token; NULL without one.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_current_claims() RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    o @extschema@._outseta_outcome := @extschema@._outseta_current_outcome();
-BEGIN
-    IF o.code IS NOT NULL THEN
-        PERFORM @extschema@._outseta_raise(o.code, o.message, o.detail);
-    END IF;
-    RETURN o.claims;
-END
+-- A claim that is a JSON string, as text; else NULL (inlined where it is called).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_string(claims jsonb, name text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE WHEN pg_catalog.jsonb_typeof(claims OPERATOR(pg_catalog.->) name) OPERATOR(pg_catalog.=) 'string'
+                THEN claims OPERATOR(pg_catalog.->>) name END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_verify(token text) RETURNS jsonb
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_claims_of(token)
+BEGIN
+    RETURN @extschema@._outseta_claims_of(token);
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_result(o @extschema@._outseta_outcome)
 RETURNS @extschema@.outseta_verify_result
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     SELECT CASE WHEN o.code IS NULL THEN ROW(true, o.claims, NULL, NULL)::@extschema@.outseta_verify_result
                 ELSE ROW(false, NULL, o.code, @extschema@._outseta_error_text(o))::@extschema@.outseta_verify_result END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_try_verify(token text) RETURNS @extschema@.outseta_verify_result
-LANGUAGE sql STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_result(CASE WHEN token IS NULL OR token = ''
+BEGIN
+    RETURN @extschema@._outseta_result(CASE WHEN token IS NULL OR token = ''
         THEN @extschema@._outseta_fail('malformed', 'Outseta token is malformed', 'no token was given')
-        ELSE @extschema@._outseta_verdict(token) END)
+        ELSE @extschema@._outseta_verdict(token) END);
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_try_current() RETURNS @extschema@.outseta_verify_result
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE WHEN NOT (o IS NULL) THEN @extschema@._outseta_result(o) END
-    FROM (SELECT @extschema@._outseta_current_outcome() AS o) x
+DECLARE
+    o @extschema@._outseta_outcome := @extschema@._outseta_current_outcome(false);
+BEGIN
+    RETURN CASE WHEN NOT (o IS NULL) THEN @extschema@._outseta_result(o) END;
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_claims() RETURNS jsonb
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_current_claims()
+BEGIN
+    RETURN (@extschema@._outseta_current_outcome(true)).claims;
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_claim(name text) RETURNS jsonb
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_current_claims() -> name
-$fn$;
-
--- A text claim: a JSON string, else NULL.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_text_claim(name text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    c jsonb := @extschema@._outseta_current_claims();
 BEGIN
-    RETURN CASE WHEN jsonb_typeof(c -> name) = 'string' THEN c ->> name END;
+    RETURN (@extschema@._outseta_current_outcome(true)).claims -> name;
 END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_sub() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('sub') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'sub'); END $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_account_uid() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('outseta:accountUid') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'outseta:accountUid'); END $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_email() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('email') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'email'); END $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_name() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('name') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'name'); END $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_plan_uid() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('outseta:planUid') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'outseta:planUid'); END $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_subscription_uid() RETURNS text
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
-SET search_path = pg_catalog, pg_temp AS $fn$ SELECT @extschema@._outseta_text_claim('outseta:subscriptionUid') $fn$;
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN @extschema@._outseta_string((@extschema@._outseta_current_outcome(true)).claims, 'outseta:subscriptionUid'); END $fn$;
 
 -- An array of strings; anything else (or any non-string member) is NULL.
 CREATE OR REPLACE FUNCTION @extschema@.outseta_add_on_uids() RETURNS text[]
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE WHEN jsonb_typeof(a) = 'array'
-                     AND NOT jsonb_path_exists(a, '$[*] ? (@.type() != "string")')
-                THEN ARRAY(SELECT jsonb_array_elements_text(a)) END
-    FROM (SELECT @extschema@._outseta_current_claims() -> 'outseta:addOnUids' AS a) x
+DECLARE
+    a jsonb := (@extschema@._outseta_current_outcome(true)).claims -> 'outseta:addOnUids';
+BEGIN
+    RETURN CASE WHEN jsonb_typeof(a) = 'array' AND NOT jsonb_path_exists(a, '$[*] ? (@.type() != "string")')
+                THEN ARRAY(SELECT jsonb_array_elements_text(a)) END;
+END
 $fn$;
 
 -- Outseta sends "0"/"1"; JSON booleans, 0/1 and "true"/"false" (any case) are accepted too.
 CREATE OR REPLACE FUNCTION @extschema@.outseta_is_primary() RETURNS boolean
-LANGUAGE sql STRICT STABLE PARALLEL UNSAFE
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE
+DECLARE
+    f jsonb := (@extschema@._outseta_current_outcome(true)).claims -> 'outseta:isPrimary';
+BEGIN
+    RETURN CASE
         WHEN jsonb_typeof(f) = 'string' AND (f #>> '{}' = '1' OR lower(f #>> '{}') = 'true') THEN true
         WHEN jsonb_typeof(f) = 'string' AND (f #>> '{}' = '0' OR lower(f #>> '{}') = 'false') THEN false
         WHEN jsonb_typeof(f) = 'boolean' THEN (f #>> '{}')::boolean
         WHEN jsonb_typeof(f) = 'number' AND f::text = '1' THEN true
         WHEN jsonb_typeof(f) = 'number' AND f::text = '0' THEN false
-    END
-    FROM (SELECT @extschema@._outseta_current_claims() -> 'outseta:isPrimary' AS f) x
+    END;
+END
 $fn$;
 
 -- Verify a token and make it outseta_auth.token for the rest of the transaction; '' clears it.
@@ -154,10 +150,12 @@ $fn$;
 
 -- What outseta_pre_request() reads of the configuration (the table is the owner's).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_pre_request_settings(OUT role_name text, OUT set_claims boolean)
-LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT btrim(@extschema@._outseta_setting('outseta_auth.authenticated_role')),
-           @extschema@._outseta_setting('outseta_auth.pre_request_claims') = 'on'
+BEGIN
+    role_name := btrim(@extschema@._outseta_setting('outseta_auth.authenticated_role'));
+    set_claims := @extschema@._outseta_setting('outseta_auth.pre_request_claims') = 'on';
+END
 $fn$;
 
 -- PostgREST's db-pre-request hook, as the native edition's.
@@ -222,8 +220,7 @@ $fn$;
 
 -- HMAC-SHA256 (RFC 2104) over the built-in sha256().
 CREATE OR REPLACE FUNCTION @extschema@._outseta_hmac_sha256(key bytea, msg bytea) RETURNS bytea
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
     k bytea := CASE WHEN octet_length(key) > 64 THEN sha256(key) ELSE key END;
     ipad bytea;
@@ -269,15 +266,19 @@ END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_verify_webhook(body text, signature text) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_webhook_check(convert_to(body, 'UTF8'), signature)
+BEGIN
+    RETURN @extschema@._outseta_webhook_check(convert_to(body, 'UTF8'), signature);
+END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_verify_webhook(body bytea, signature text) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT @extschema@._outseta_webhook_check(body, signature)
+BEGIN
+    RETURN @extschema@._outseta_webhook_check(body, signature);
+END
 $fn$;
 
 -- Push a key set fetched outside the database (a cron job, a deploy step); owner only.
@@ -351,7 +352,7 @@ CREATE OR REPLACE FUNCTION @extschema@.outseta_profile() RETURNS jsonb
 LANGUAGE plpgsql STRICT STABLE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    IF @extschema@._outseta_current_claims() IS NULL THEN
+    IF (@extschema@._outseta_current_outcome(true)).claims IS NULL THEN
         RETURN NULL;
     END IF;
     PERFORM @extschema@._outseta_raise('feature_not_supported',

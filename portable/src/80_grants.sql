@@ -13,7 +13,7 @@ BEGIN
                                 'outseta_refresh_jwks', 'outseta_jwks_status',
                                 '_outseta_setting', '_outseta_store_keys', '_outseta_resolve',
                                 '_outseta_source_changed', '_outseta_fetch_jwks', '_outseta_maybe_fetch',
-                                '_outseta_verdict_under', '_outseta_memo_put', '_outseta_memo_get', '_outseta_memo_mac')
+                                '_outseta_verdict_under', '_outseta_memo_put')
     LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
@@ -25,7 +25,7 @@ BEGIN
                             'outseta_refresh_jwks', 'outseta_jwks_status',
                             '_outseta_setting', '_outseta_store_keys', '_outseta_resolve',
                             '_outseta_source_changed', '_outseta_fetch_jwks', '_outseta_maybe_fetch',
-                                '_outseta_verdict_under', '_outseta_memo_put', '_outseta_memo_get', '_outseta_memo_mac')
+                                '_outseta_verdict_under', '_outseta_memo_put')
     LOOP
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
