@@ -297,7 +297,7 @@ fn rps(base: &str, path: &str, headers: &[(String, String)], seconds: u64) -> f6
 
 fn postgrest(port: u16, owner: &mut Client, key: &SigningKey, seconds: u64) -> Vec<Target> {
     let mut su = connect_as(port, "postgres", DB);
-    su.batch_execute(&format!(
+    su.batch_execute(
         "DO $$ BEGIN
              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticator') THEN
                  CREATE ROLE authenticator LOGIN NOINHERIT; END IF;
@@ -308,8 +308,8 @@ fn postgrest(port: u16, owner: &mut Client, key: &SigningKey, seconds: u64) -> V
          END $$;
          GRANT anon, authenticated TO authenticator;
          GRANT USAGE ON SCHEMA portable TO anon, authenticated;
-         GRANT SELECT ON notes_p, notes_c TO anon, authenticated;"
-    ))
+         GRANT SELECT ON notes_p, notes_c TO anon, authenticated;",
+    )
     .unwrap();
     owner
         .batch_execute(
