@@ -88,6 +88,9 @@ CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_state (
     token_cookie text NOT NULL,
     token_header text NOT NULL,
     cookie_origins text[] NOT NULL,
+    -- what outseta_pre_request() reads
+    authenticated_role text NOT NULL,
+    pre_request_claims boolean NOT NULL,
     -- SHA-256 of everything a verdict depends on: the trust settings and the key set
     trust bytea NOT NULL,
     -- the key of the session memo's MACs (random, made once; never leaves this table)
@@ -119,7 +122,13 @@ CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_keys (
     bits integer NOT NULL,
     nbytes integer,            -- RSA: the modulus' length in bytes
     n numeric,
-    e bigint
+    e bigint,
+    -- what the signature check needs of an RSA key alone (_outseta_rsa_key)
+    digits integer,
+    mu numeric,
+    em256 numeric,
+    em384 numeric,
+    em512 numeric
 );
 CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_ignored_keys (
     ord integer PRIMARY KEY,
@@ -296,27 +305,40 @@ BEGIN
 END
 $fn$;
 
--- Big-endian unsigned bytes as a numeric (7 bytes per step).
-CREATE OR REPLACE FUNCTION @extschema@._outseta_num(b bytea) RETURNS numeric
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
-DECLARE
-    h text := encode(b, 'hex');
-    len integer := length(h);
-    head integer := len % 14;
-    r numeric := 0;
-    i integer;
+-- Big-endian unsigned bytes as a numeric: PostgreSQL 16 on reads hexadecimal numerics
+-- itself; before, 7 bytes per step.
+DO $num$
 BEGIN
-    IF head > 0 THEN
-        r := ('x' || lpad(substr(h, 1, head), 16, '0'))::bit(64)::bigint;
+    IF pg_catalog.current_setting('server_version_num')::integer >= 160000 THEN
+        CREATE OR REPLACE FUNCTION @extschema@._outseta_num(b bytea) RETURNS numeric
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+            SELECT CASE WHEN pg_catalog.octet_length(b) OPERATOR(pg_catalog.=) 0 THEN 0::pg_catalog.numeric
+                        ELSE ('0x' OPERATOR(pg_catalog.||) pg_catalog.encode(b, 'hex'))::pg_catalog.numeric END
+        $fn$;
+    ELSE
+        CREATE OR REPLACE FUNCTION @extschema@._outseta_num(b bytea) RETURNS numeric
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+        DECLARE
+            h text := encode(b, 'hex');
+            len integer := length(h);
+            head integer := len % 14;
+            r numeric := 0;
+            i integer;
+        BEGIN
+            IF head > 0 THEN
+                r := ('x' || lpad(substr(h, 1, head), 16, '0'))::bit(64)::bigint;
+            END IF;
+            i := head + 1;
+            WHILE i <= len LOOP
+                r := r * 72057594037927936 + ('x' || substr(h, i, 14))::bit(56)::bigint;
+                i := i + 14;
+            END LOOP;
+            RETURN r;
+        END
+        $fn$;
     END IF;
-    i := head + 1;
-    WHILE i <= len LOOP
-        r := r * 72057594037927936 + ('x' || substr(h, i, 14))::bit(56)::bigint;
-        i := i + 14;
-    END LOOP;
-    RETURN r;
 END
-$fn$;
+$num$;
 
 -- from portable/src/11_json.sql
 -- Text as jsonb when it is JSON the native edition's parser (serde_json) accepts too, else
@@ -372,13 +394,59 @@ $fn$;
 
 -- from portable/src/20_rsa.sql
 -- RSA signature checks over numeric: s^e mod n compared with the encoded message built from
--- the hash (RFC 8017 EMSA-PKCS1-v1_5; the padding is never parsed).
+-- the hash (RFC 8017 EMSA-PKCS1-v1_5; the padding is never parsed). What depends on the key
+-- alone is computed once, when the key set is stored (_outseta_rsa_key): Barrett's constant
+-- for the reductions, and the encoded message of each hash with the digest left zero.
 
--- base^e mod m, left to right over the bits of e (e >= 1).
-CREATE OR REPLACE FUNCTION @extschema@._outseta_modpow(base numeric, e bigint, m numeric) RETURNS numeric
+-- The DigestInfo prefix of EMSA-PKCS1-v1_5 for a hash (its last byte: the digest's length).
+CREATE OR REPLACE FUNCTION @extschema@._outseta_digest_info(hash text) RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE hash
+        WHEN 'SHA-256' THEN '\x3031300d060960864801650304020105000420'::pg_catalog.bytea
+        WHEN 'SHA-384' THEN '\x3041300d060960864801650304020205000430'::pg_catalog.bytea
+        WHEN 'SHA-512' THEN '\x3051300d060960864801650304020305000440'::pg_catalog.bytea
+    END
+$fn$;
+
+-- Per RSA key (modulus n of nbytes bytes): mu = floor(10^(2k) / n) for Barrett's reduction
+-- (k: n's decimal digits), and for each hash the encoded message 0x00 0x01 FF..FF 0x00
+-- DigestInfo with a zero digest, as a number (the digest is added to it). NULL em_* when the
+-- modulus is too short for that hash.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_rsa_key(n numeric, nbytes integer,
+    OUT digits integer, OUT mu numeric, OUT em256 numeric, OUT em384 numeric, OUT em512 numeric)
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
+    hash text;
+    di bytea;
+    hlen integer;
+    em numeric;
+BEGIN
+    digits := length(n::text);
+    mu := div(10::numeric ^ (2 * digits), n);
+    FOREACH hash IN ARRAY ARRAY['SHA-256', 'SHA-384', 'SHA-512'] LOOP
+        di := @extschema@._outseta_digest_info(hash);
+        hlen := get_byte(di, octet_length(di) - 1);
+        em := NULL;
+        IF nbytes >= octet_length(di) + hlen + 11 THEN
+            em := @extschema@._outseta_num('\x01'::bytea || decode(repeat('ff', nbytes - octet_length(di) - hlen - 3), 'hex')
+                || '\x00'::bytea || di || decode(repeat('00', hlen), 'hex'));
+        END IF;
+        IF hash = 'SHA-256' THEN em256 := em; ELSIF hash = 'SHA-384' THEN em384 := em; ELSE em512 := em; END IF;
+    END LOOP;
+END
+$fn$;
+
+-- base^e mod n, left to right over the bits of e (e >= 1), each product reduced with
+-- Barrett's method in decimal (its shifts are exact multiplications by 10^-j): two
+-- multiplications instead of a division, which numeric makes about four times as costly.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_modpow(base numeric, e bigint, n numeric, mu numeric, digits integer)
+RETURNS numeric
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+DECLARE
+    lo numeric := ('1e-' || (digits - 1))::numeric;
+    hi numeric := ('1e-' || (digits + 1))::numeric;
     r numeric := base;
+    x numeric;
     bit integer := 62;
 BEGIN
     WHILE bit >= 0 AND (e >> bit) & 1 = 0 LOOP
@@ -386,55 +454,40 @@ BEGIN
     END LOOP;
     bit := bit - 1;  -- the top bit is r = base
     WHILE bit >= 0 LOOP
-        r := mod(r * r, m);
+        x := r * r;
         IF (e >> bit) & 1 = 1 THEN
-            r := mod(r * base, m);
+            -- reduce the square first, then multiply by base and reduce again
+            r := x - trunc(trunc(x * lo) * mu * hi) * n;
+            WHILE r >= n LOOP r := r - n; END LOOP;
+            x := r * base;
         END IF;
+        r := x - trunc(trunc(x * lo) * mu * hi) * n;
+        WHILE r >= n LOOP r := r - n; END LOOP;
         bit := bit - 1;
     END LOOP;
-    RETURN mod(r, m);
+    RETURN r;
 END
 $fn$;
 
--- The DigestInfo prefix of EMSA-PKCS1-v1_5 for a hash, and the hash itself.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_digest(hash text, msg bytea) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
-    SELECT CASE hash
-        WHEN 'SHA-256' THEN sha256(msg)
-        WHEN 'SHA-384' THEN sha384(msg)
-        WHEN 'SHA-512' THEN sha512(msg)
-    END
-$fn$;
-
-CREATE OR REPLACE FUNCTION @extschema@._outseta_digest_info(hash text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
-    SELECT CASE hash
-        WHEN 'SHA-256' THEN '\x3031300d060960864801650304020105000420'::bytea
-        WHEN 'SHA-384' THEN '\x3041300d060960864801650304020205000430'::bytea
-        WHEN 'SHA-512' THEN '\x3051300d060960864801650304020305000440'::bytea
-    END
-$fn$;
-
--- Whether sig is a valid RSASSA-PKCS1-v1_5 signature of msg under (n, e), n being nbytes
--- long. As the native edition's crypto library: the signature is exactly as long as the
--- modulus, s < n, moduli of 2048 to 8192 bits.
+-- Whether sig is a valid RSASSA-PKCS1-v1_5 signature of msg under the key (n, e; the rest
+-- from _outseta_rsa_key). As the native edition's crypto library: the signature is exactly as
+-- long as the modulus, s < n, moduli of 2048 to 8192 bits.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_rsa_pkcs1_verify(
-    n numeric, e bigint, nbytes integer, hash text, msg bytea, sig bytea) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+    n numeric, e bigint, nbytes integer, digits integer, mu numeric, em_base numeric,
+    hash text, msg bytea, sig bytea) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
 DECLARE
-    t bytea := @extschema@._outseta_digest_info(hash) || @extschema@._outseta_digest(hash, msg);
     s numeric;
 BEGIN
-    IF nbytes > 1024 OR octet_length(sig) <> nbytes OR nbytes < octet_length(t) + 11 THEN
+    IF nbytes > 1024 OR em_base IS NULL OR octet_length(sig) IS DISTINCT FROM nbytes THEN
         RETURN false;
     END IF;
     s := @extschema@._outseta_num(sig);
     IF s >= n THEN
         RETURN false;
     END IF;
-    -- EM = 0x00 0x01 FF..FF 0x00 T, as a number (its leading zero byte drops out)
-    RETURN @extschema@._outseta_modpow(s, e, n) = @extschema@._outseta_num(
-        '\x01'::bytea || decode(repeat('ff', nbytes - octet_length(t) - 3), 'hex') || '\x00'::bytea || t);
+    RETURN @extschema@._outseta_modpow(s, e, n, mu, digits) = em_base + @extschema@._outseta_num(CASE hash
+        WHEN 'SHA-256' THEN sha256(msg) WHEN 'SHA-384' THEN sha384(msg) WHEN 'SHA-512' THEN sha512(msg) END);
 END
 $fn$;
 
@@ -678,6 +731,9 @@ BEGIN
         FROM jsonb_to_recordset(parsed) AS r(ord integer, kid text, family text, alg text,
             bits integer, nbytes integer, n numeric, e bigint, reason text)
         WHERE r.reason IS NULL;
+    UPDATE @extschema@.outseta_auth_keys k SET (digits, mu, em256, em384, em512) =
+        (SELECT x.digits, x.mu, x.em256, x.em384, x.em512 FROM @extschema@._outseta_rsa_key(k.n, k.nbytes) x)
+    WHERE k.family = 'Rsa';
     INSERT INTO @extschema@.outseta_auth_ignored_keys (ord, kid, reason)
         SELECT r.ord, r.kid, r.reason
         FROM jsonb_to_recordset(parsed) AS r(ord integer, kid text, reason text)
@@ -956,6 +1012,8 @@ BEGIN
     st.token_header := lower(btrim(@extschema@._outseta_setting('outseta_auth.token_header')));
     st.cookie_origins := ARRAY(SELECT rtrim(o, '/') FROM unnest(@extschema@._outseta_comma_list(
         @extschema@._outseta_setting('outseta_auth.cookie_origins'))) o);
+    st.authenticated_role := btrim(@extschema@._outseta_setting('outseta_auth.authenticated_role'));
+    st.pre_request_claims := @extschema@._outseta_setting('outseta_auth.pre_request_claims') = 'on';
     st.trust := sha256(convert_to(pg_catalog.jsonb_build_array('outseta_auth_sql trust 1',
         st.algorithms, st.issuers, st.audiences, st.leeway, kind, label,
         encode(ks.digest, 'hex'), ks.source)::text, 'UTF8'));
@@ -969,6 +1027,7 @@ BEGIN
         max_stale = excluded.max_stale, keys_until = excluded.keys_until,
         token_sources = excluded.token_sources, token_cookie = excluded.token_cookie,
         token_header = excluded.token_header, cookie_origins = excluded.cookie_origins,
+        authenticated_role = excluded.authenticated_role, pre_request_claims = excluded.pre_request_claims,
         trust = excluded.trust;
     IF old_trust IS DISTINCT FROM st.trust THEN
         DELETE FROM @extschema@.outseta_auth_verified;
@@ -1438,8 +1497,9 @@ BEGIN
     END IF;
 
     hash := CASE token_alg WHEN 'RS256' THEN 'SHA-256' WHEN 'RS384' THEN 'SHA-384' WHEN 'RS512' THEN 'SHA-512' END;
-    IF hash IS NULL OR key.family <> 'Rsa' OR NOT @extschema@._outseta_rsa_pkcs1_verify(key.n, key.e, key.nbytes, hash,
-            convert_to(parts[1] || '.' || parts[2], 'UTF8'), sig) THEN
+    IF hash IS NULL OR key.family <> 'Rsa' OR NOT @extschema@._outseta_rsa_pkcs1_verify(key.n, key.e, key.nbytes,
+            key.digits, key.mu, CASE hash WHEN 'SHA-256' THEN key.em256 WHEN 'SHA-384' THEN key.em384 ELSE key.em512 END,
+            hash, convert_to(parts[1] || '.' || parts[2], 'UTF8'), sig) THEN
         RETURN @extschema@._outseta_fail('bad_signature', 'Outseta token has a bad signature',
             CASE WHEN kid IS NOT NULL THEN 'kid=' || @extschema@._outseta_printable(kid) END);
     END IF;
@@ -1908,8 +1968,8 @@ CREATE OR REPLACE FUNCTION @extschema@._outseta_pre_request_settings(OUT role_na
 LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    role_name := btrim(@extschema@._outseta_setting('outseta_auth.authenticated_role'));
-    set_claims := @extschema@._outseta_setting('outseta_auth.pre_request_claims') = 'on';
+    SELECT st.authenticated_role, st.pre_request_claims INTO role_name, set_claims
+    FROM @extschema@.outseta_auth_state st;
 END
 $fn$;
 

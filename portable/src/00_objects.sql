@@ -68,6 +68,9 @@ CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_state (
     token_cookie text NOT NULL,
     token_header text NOT NULL,
     cookie_origins text[] NOT NULL,
+    -- what outseta_pre_request() reads
+    authenticated_role text NOT NULL,
+    pre_request_claims boolean NOT NULL,
     -- SHA-256 of everything a verdict depends on: the trust settings and the key set
     trust bytea NOT NULL,
     -- the key of the session memo's MACs (random, made once; never leaves this table)
@@ -99,7 +102,13 @@ CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_keys (
     bits integer NOT NULL,
     nbytes integer,            -- RSA: the modulus' length in bytes
     n numeric,
-    e bigint
+    e bigint,
+    -- what the signature check needs of an RSA key alone (_outseta_rsa_key)
+    digits integer,
+    mu numeric,
+    em256 numeric,
+    em384 numeric,
+    em512 numeric
 );
 CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_ignored_keys (
     ord integer PRIMARY KEY,

@@ -52,24 +52,37 @@ BEGIN
 END
 $fn$;
 
--- Big-endian unsigned bytes as a numeric (7 bytes per step).
-CREATE OR REPLACE FUNCTION @extschema@._outseta_num(b bytea) RETURNS numeric
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
-DECLARE
-    h text := encode(b, 'hex');
-    len integer := length(h);
-    head integer := len % 14;
-    r numeric := 0;
-    i integer;
+-- Big-endian unsigned bytes as a numeric: PostgreSQL 16 on reads hexadecimal numerics
+-- itself; before, 7 bytes per step.
+DO $num$
 BEGIN
-    IF head > 0 THEN
-        r := ('x' || lpad(substr(h, 1, head), 16, '0'))::bit(64)::bigint;
+    IF pg_catalog.current_setting('server_version_num')::integer >= 160000 THEN
+        CREATE OR REPLACE FUNCTION @extschema@._outseta_num(b bytea) RETURNS numeric
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+            SELECT CASE WHEN pg_catalog.octet_length(b) OPERATOR(pg_catalog.=) 0 THEN 0::pg_catalog.numeric
+                        ELSE ('0x' OPERATOR(pg_catalog.||) pg_catalog.encode(b, 'hex'))::pg_catalog.numeric END
+        $fn$;
+    ELSE
+        CREATE OR REPLACE FUNCTION @extschema@._outseta_num(b bytea) RETURNS numeric
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+        DECLARE
+            h text := encode(b, 'hex');
+            len integer := length(h);
+            head integer := len % 14;
+            r numeric := 0;
+            i integer;
+        BEGIN
+            IF head > 0 THEN
+                r := ('x' || lpad(substr(h, 1, head), 16, '0'))::bit(64)::bigint;
+            END IF;
+            i := head + 1;
+            WHILE i <= len LOOP
+                r := r * 72057594037927936 + ('x' || substr(h, i, 14))::bit(56)::bigint;
+                i := i + 14;
+            END LOOP;
+            RETURN r;
+        END
+        $fn$;
     END IF;
-    i := head + 1;
-    WHILE i <= len LOOP
-        r := r * 72057594037927936 + ('x' || substr(h, i, 14))::bit(56)::bigint;
-        i := i + 14;
-    END LOOP;
-    RETURN r;
 END
-$fn$;
+$num$;

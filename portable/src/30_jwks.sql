@@ -202,6 +202,9 @@ BEGIN
         FROM jsonb_to_recordset(parsed) AS r(ord integer, kid text, family text, alg text,
             bits integer, nbytes integer, n numeric, e bigint, reason text)
         WHERE r.reason IS NULL;
+    UPDATE @extschema@.outseta_auth_keys k SET (digits, mu, em256, em384, em512) =
+        (SELECT x.digits, x.mu, x.em256, x.em384, x.em512 FROM @extschema@._outseta_rsa_key(k.n, k.nbytes) x)
+    WHERE k.family = 'Rsa';
     INSERT INTO @extschema@.outseta_auth_ignored_keys (ord, kid, reason)
         SELECT r.ord, r.kid, r.reason
         FROM jsonb_to_recordset(parsed) AS r(ord integer, kid text, reason text)

@@ -260,6 +260,8 @@ BEGIN
     st.token_header := lower(btrim(@extschema@._outseta_setting('outseta_auth.token_header')));
     st.cookie_origins := ARRAY(SELECT rtrim(o, '/') FROM unnest(@extschema@._outseta_comma_list(
         @extschema@._outseta_setting('outseta_auth.cookie_origins'))) o);
+    st.authenticated_role := btrim(@extschema@._outseta_setting('outseta_auth.authenticated_role'));
+    st.pre_request_claims := @extschema@._outseta_setting('outseta_auth.pre_request_claims') = 'on';
     st.trust := sha256(convert_to(pg_catalog.jsonb_build_array('outseta_auth_sql trust 1',
         st.algorithms, st.issuers, st.audiences, st.leeway, kind, label,
         encode(ks.digest, 'hex'), ks.source)::text, 'UTF8'));
@@ -273,6 +275,7 @@ BEGIN
         max_stale = excluded.max_stale, keys_until = excluded.keys_until,
         token_sources = excluded.token_sources, token_cookie = excluded.token_cookie,
         token_header = excluded.token_header, cookie_origins = excluded.cookie_origins,
+        authenticated_role = excluded.authenticated_role, pre_request_claims = excluded.pre_request_claims,
         trust = excluded.trust;
     IF old_trust IS DISTINCT FROM st.trust THEN
         DELETE FROM @extschema@.outseta_auth_verified;

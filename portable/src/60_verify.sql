@@ -199,8 +199,9 @@ BEGIN
     END IF;
 
     hash := CASE token_alg WHEN 'RS256' THEN 'SHA-256' WHEN 'RS384' THEN 'SHA-384' WHEN 'RS512' THEN 'SHA-512' END;
-    IF hash IS NULL OR key.family <> 'Rsa' OR NOT @extschema@._outseta_rsa_pkcs1_verify(key.n, key.e, key.nbytes, hash,
-            convert_to(parts[1] || '.' || parts[2], 'UTF8'), sig) THEN
+    IF hash IS NULL OR key.family <> 'Rsa' OR NOT @extschema@._outseta_rsa_pkcs1_verify(key.n, key.e, key.nbytes,
+            key.digits, key.mu, CASE hash WHEN 'SHA-256' THEN key.em256 WHEN 'SHA-384' THEN key.em384 ELSE key.em512 END,
+            hash, convert_to(parts[1] || '.' || parts[2], 'UTF8'), sig) THEN
         RETURN @extschema@._outseta_fail('bad_signature', 'Outseta token has a bad signature',
             CASE WHEN kid IS NOT NULL THEN 'kid=' || @extschema@._outseta_printable(kid) END);
     END IF;

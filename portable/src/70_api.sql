@@ -153,8 +153,8 @@ CREATE OR REPLACE FUNCTION @extschema@._outseta_pre_request_settings(OUT role_na
 LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    role_name := btrim(@extschema@._outseta_setting('outseta_auth.authenticated_role'));
-    set_claims := @extschema@._outseta_setting('outseta_auth.pre_request_claims') = 'on';
+    SELECT st.authenticated_role, st.pre_request_claims INTO role_name, set_claims
+    FROM @extschema@.outseta_auth_state st;
 END
 $fn$;
 

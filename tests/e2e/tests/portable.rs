@@ -61,12 +61,13 @@ mod portable_edition {
                 let sigs: Vec<&str> = tests.iter().map(|t| t["sig"].as_str().unwrap()).collect();
                 let rows = owner
                     .query(
-                        "WITH k AS (SELECT ltrim($1, '0') AS n)
-                         SELECT public._outseta_rsa_pkcs1_verify(
-                             public._outseta_num(decode(lpad(k.n, length(k.n) + length(k.n) % 2, '0'), 'hex')),
-                             public._outseta_num(decode($2, 'hex'))::bigint,
-                             (length(k.n) + 1) / 2, 'SHA-256', decode(m, 'hex'), decode(s, 'hex'))
-                         FROM k, unnest($3::text[], $4::text[]) WITH ORDINALITY AS t(m, s, i) ORDER BY i",
+                        "WITH h AS (SELECT ltrim($1, '0') AS n),
+                          k AS (SELECT public._outseta_num(decode(lpad(h.n, length(h.n) + length(h.n) % 2, '0'), 'hex')) AS n,
+                                       (length(h.n) + 1) / 2 AS nbytes FROM h)
+                     SELECT public._outseta_rsa_pkcs1_verify(k.n, public._outseta_num(decode($2, 'hex'))::bigint,
+                         k.nbytes, x.digits, x.mu, x.em256, 'SHA-256', decode(m, 'hex'), decode(s, 'hex'))
+                     FROM k, public._outseta_rsa_key(k.n, k.nbytes) x,
+                          unnest($3::text[], $4::text[]) WITH ORDINALITY AS t(m, s, i) ORDER BY i",
                         &[&n, &e, &msgs, &sigs],
                     )
                     .unwrap();
