@@ -75,7 +75,8 @@ install_extension() {
 
 # cluster_start DIR PORT [extra postgresql.conf lines...]: a new cluster in DIR.
 # PRELOAD=no leaves outseta_auth out of shared_preload_libraries (loaded on first use);
-# PG_SUPERUSER names the bootstrap superuser (default postgres).
+# PG_SUPERUSER names the bootstrap superuser (default postgres); PG_CTL_OPTIONS are passed to
+# the server's command line (pg_ctl -o).
 cluster_start() {
   local dir=$1 port=$2; shift 2
   rm -rf "$dir"
@@ -90,7 +91,7 @@ cluster_start() {
     [ "${PRELOAD:-yes}" = no ] || echo "shared_preload_libraries = 'outseta_auth'"
     for line in "$@"; do echo "$line"; done
   } | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
-  pg_run pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+  pg_run pg_ctl -D "$dir/data" -l "$dir/server.log" ${PG_CTL_OPTIONS:+-o "$PG_CTL_OPTIONS"} -w start >/dev/null
 }
 
 cluster_stop() {

@@ -20,6 +20,8 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void, CString};
 
+use outseta_auth_core::handoff::Handed;
+use outseta_auth_core::verify::MAX_TOKEN_BYTES;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -29,8 +31,8 @@ use crate::token_source::{other_setting, with_current_token};
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 
 thread_local! {
-    /// The token handed to the workers in this transaction; None: none yet (they have none).
-    static HANDED_ON: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    /// What the workers hold of the token in this transaction, as far as this node knows.
+    static HANDED_ON: RefCell<Handed> = const { RefCell::new(Handed::Nothing) };
     /// Whether Citus is loaded in this process.
     static CITUS: Cell<Option<bool>> = const { Cell::new(None) };
 }
@@ -91,13 +93,15 @@ fn citus_internal_connection() -> bool {
 }
 
 /// What is sent for the token: the token itself when it has only the characters of a
-/// compact JWS (so it needs no quoting), else a value every node refuses as malformed.
+/// compact JWS (so it needs no quoting) and is no longer than a token may be, else a value
+/// every node refuses as malformed (a role's multi-megabyte setting is not sent on).
 fn wire_value(token: Option<&[u8]>) -> &[u8] {
     match token {
         None => b"",
         Some(t)
-            if t.iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b)) =>
+            if t.len() <= MAX_TOKEN_BYTES
+                && t.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b)) =>
         {
             t
         }
@@ -110,12 +114,7 @@ fn hand_on_token() {
     // workers get a token they refuse, never none.
     // Compared in place (this runs before every statement of a block): a copy is made
     // only when the token changed.
-    let changed = |current: &[u8]| {
-        HANDED_ON.with_borrow(|h| match h {
-            Some(h) => h.as_slice() != current,
-            None => !current.is_empty(),
-        })
-    };
+    let changed = |current: &[u8]| HANDED_ON.with_borrow(|h| h.must_hand_on(current));
     let current = match with_current_token(|t| {
         let wire = wire_value(t);
         changed(wire).then(|| wire.to_vec())
@@ -132,6 +131,8 @@ fn hand_on_token() {
     // Both settings are put back afterwards (as transaction-local values, without Citus
     // seeing it): this node's token sources stay as the request set them, so a cookie or
     // header that changes later in the transaction is still seen here, and handed on again.
+    // The statement's text carries the token: wherever Citus quotes it (a failed worker
+    // connection's CONTEXT), the log hook (log_redaction) hides the value.
     let propagate =
         CString::new(other_setting(c"citus.propagate_set_commands")).unwrap_or_default();
     let token = CString::new(other_setting(c"outseta_auth.token")).unwrap_or_default();
@@ -142,13 +143,13 @@ fn hand_on_token() {
     if let Err(e) = done {
         pgrx::error!("outseta_auth: handing the token on to the Citus workers failed: {e}");
     }
-    HANDED_ON.with_borrow_mut(|h| *h = Some(current));
+    HANDED_ON.with_borrow_mut(|h| *h = Handed::Value(current));
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn xact_end(_event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
     // Any end (commit, abort, prepare): the workers' SET LOCAL ended with it.
-    HANDED_ON.with_borrow_mut(|h| *h = None);
+    HANDED_ON.with_borrow_mut(|h| *h = Handed::Nothing);
 }
 
 #[pg_guard]
@@ -158,8 +159,10 @@ unsafe extern "C-unwind" fn subxact_end(
     _parent: pg_sys::SubTransactionId,
     _arg: *mut c_void,
 ) {
-    // A rolled-back savepoint may have undone a SET LOCAL: hand the token on again.
+    // A rolled-back savepoint may have undone a SET LOCAL on the workers, or left one made
+    // before it: what they hold is unknown, and the next statement hands the current value
+    // on, even none.
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        HANDED_ON.with_borrow_mut(|h| *h = None);
+        HANDED_ON.with_borrow_mut(|h| *h = Handed::Unknown);
     }
 }

@@ -6,6 +6,7 @@
 //! ErrorReport` here; [`report`] is that conversion, used as `.map_err(report)?`.
 
 use outseta_auth_core::{AuthError, ErrorClass};
+use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;
 
@@ -23,8 +24,32 @@ pub fn sqlstate(e: &AuthError) -> PgSqlErrorCode {
     }
 }
 
-/// `e` as an SQL error report: SQLSTATE, message, DETAIL and HINT.
+/// `e` as the current role may see it: a role without `pg_monitor` (PostgREST's anonymous
+/// role, an application role) is not told internal URLs or network causes, which go to the
+/// server log instead; the error code, SQLSTATE and hint stay.
+pub fn for_caller(e: AuthError) -> AuthError {
+    if !e.names_internals() || may_see_internals() {
+        return e;
+    }
+    pgrx::log!("outseta_auth: {e}");
+    e.without_internals()
+}
+
+fn may_see_internals() -> bool {
+    // SAFETY: reads the current user's role memberships (catalog caches), as any privilege
+    // check does; superusers have the privileges of every role.
+    unsafe {
+        pg_sys::has_privs_of_role(
+            pg_sys::GetUserId(),
+            pg_sys::Oid::from(pg_sys::ROLE_PG_MONITOR),
+        )
+    }
+}
+
+/// `e` as an SQL error report (SQLSTATE, message, DETAIL and HINT), as the current role may
+/// see it ([`for_caller`]).
 pub fn report(e: AuthError) -> ErrorReport {
+    let e = for_caller(e);
     let mut report = ErrorReport::new(sqlstate(&e), e.message(), "outseta_auth");
     if let Some(d) = e.detail() {
         report = report.set_detail(d);

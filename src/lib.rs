@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 mod citus;
 mod errors;
 mod keys;
+mod log_redaction;
 mod profile;
 mod settings;
 mod shared;
@@ -23,6 +24,8 @@ mod tests;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+    // No token value in any message or log line, whoever's statement carries it.
+    log_redaction::init();
     // jsonwebtoken panics on first use when no crypto provider is installed.
     outseta_auth_core::verify::install_crypto_provider();
     // On a Citus node: hand the request's token on to the workers (nothing otherwise).

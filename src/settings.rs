@@ -359,7 +359,10 @@ extern "C-unwind" fn show_webhook_secret() -> *const c_char {
 /// `outseta_auth.webhook_secret` must be 64 hex characters, and may come only from the
 /// server's configuration files (postgresql.conf, `ALTER SYSTEM`) or a superuser's `SET`:
 /// role, database and function defaults are stored in catalogs that every role can read
-/// (`pg_db_role_setting`, `pg_roles.rolconfig`, `pg_proc.proconfig`), so they are refused.
+/// (`pg_db_role_setting`, `pg_roles.rolconfig`, `pg_proc.proconfig`), and the server's
+/// command line shows in `ps`, so they are refused. Without preload a superuser can still
+/// store such a default (no check runs where the library is not loaded): when the library
+/// loads in a session, the stored value comes through here and is refused with a WARNING.
 /// No message ever contains the value.
 #[pg_guard]
 unsafe extern "C-unwind" fn check_webhook_secret(
@@ -377,12 +380,12 @@ unsafe extern "C-unwind" fn check_webhook_secret(
     }
     if !matches!(
         source,
-        PGC_S_DEFAULT | PGC_S_DYNAMIC_DEFAULT | PGC_S_FILE | PGC_S_ARGV | PGC_S_SESSION
+        PGC_S_DEFAULT | PGC_S_DYNAMIC_DEFAULT | PGC_S_FILE | PGC_S_SESSION
     ) {
         return reject(
-            "outseta_auth.webhook_secret can only be set in postgresql.conf, with ALTER SYSTEM, or with SET by a superuser",
-            Some("Role, database and function settings are stored where every role can read them."),
-            Some("Use ALTER SYSTEM SET outseta_auth.webhook_secret = '...' and SELECT pg_reload_conf()."),
+            "outseta_auth.webhook_secret can only be set in postgresql.conf, with ALTER SYSTEM, or with SET by a superuser; this value is not used",
+            Some("Role, database and function settings are stored where every role can read them (pg_db_role_setting), and a server command line shows in ps: a key stored there should be replaced in Outseta."),
+            Some("Use ALTER SYSTEM SET outseta_auth.webhook_secret = '...' and SELECT pg_reload_conf(); remove the stored value with ALTER ROLE/DATABASE ... RESET outseta_auth.webhook_secret."),
         );
     }
     match WebhookKey::parse(value) {

@@ -226,10 +226,13 @@ fn verify_result_row(
         Ok(v) => row
             .set_by_name("valid", true)
             .and_then(|_| row.set_by_name("claims", claims_jsonb(&v))),
-        Err(e) => row
-            .set_by_name("valid", false)
-            .and_then(|_| row.set_by_name("error_code", e.code()))
-            .and_then(|_| row.set_by_name("error", e.to_string())),
+        Err(e) => {
+            // As the caller may see it: no internal URLs or causes for ordinary roles.
+            let e = crate::errors::for_caller(e);
+            row.set_by_name("valid", false)
+                .and_then(|_| row.set_by_name("error_code", e.code()))
+                .and_then(|_| row.set_by_name("error", e.to_string()))
+        }
     };
     filled.map_err(internal)?;
     Ok(row)

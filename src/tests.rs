@@ -996,6 +996,39 @@ mod tests {
         );
     }
 
+    #[pg_test]
+    fn ordinary_roles_are_not_told_internal_urls_or_causes() {
+        let s = start();
+        let t = s.mint(&jane());
+        sql("SET outseta_auth.jwks_url = 'http://127.0.0.1:1/internal-jwks-path'");
+        assert!(error_of("SELECT 1").is_none()); // creates the helper before SET ROLE
+        sql("CREATE ROLE outseta_causes_app");
+        sql("CREATE ROLE outseta_causes_monitor IN ROLE pg_monitor");
+        let seen = |role: &str| -> (String, String) {
+            sql(&format!("SET ROLE {role}"));
+            let row = Spi::get_one_with_args::<String>(
+                "SELECT r.error_code || ' ' || r.error FROM outseta_try_verify($1) r",
+                &[t.as_str().into()],
+            )
+            .unwrap()
+            .unwrap();
+            let raised = error_of(&format!("SELECT outseta_verify('{t}')")).unwrap();
+            sql("RESET ROLE");
+            (row, raised)
+        };
+        let (row, raised) = seen("outseta_causes_app");
+        assert!(row.starts_with("jwks_unavailable "), "{row}");
+        assert!(raised.starts_with("58000 "), "{raised}");
+        for text in [&row, &raised] {
+            for internal in ["127.0.0.1", "internal-jwks-path", "refused"] {
+                assert!(!text.contains(internal), "{internal} in {text}");
+            }
+        }
+        // pg_monitor (and superusers) see the URL and the cause.
+        let (row, _) = seen("outseta_causes_monitor");
+        assert!(row.contains("internal-jwks-path"), "{row}");
+    }
+
     // ---- Outseta's profile endpoint and webhooks ----
 
     /// SQLSTATE and message of the error `q` raises, or None.

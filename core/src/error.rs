@@ -204,11 +204,17 @@ impl AuthError {
             }
             AuthError::IssuerMismatch { .. } => "Outseta token issuer is not accepted".into(),
             AuthError::AudienceMismatch => "Outseta token audience is not accepted".into(),
+            AuthError::JwksUnavailable { url, .. } if url.is_empty() => {
+                "could not load the JWKS".into()
+            }
             AuthError::JwksUnavailable { url, .. } => {
                 format!("could not load the JWKS from {url}")
             }
             AuthError::Revoked { .. } => {
                 "Outseta no longer accepts this token (profile endpoint refused it)".into()
+            }
+            AuthError::ProfileUnavailable { url, .. } if url.is_empty() => {
+                "could not check the token with Outseta's profile endpoint".into()
             }
             AuthError::ProfileUnavailable { url, .. } => {
                 format!("could not check the token with Outseta's profile endpoint {url}")
@@ -296,6 +302,36 @@ impl AuthError {
     }
 }
 
+/// What a caller without `pg_monitor` is told instead of an unavailable key set's or profile
+/// endpoint's URL and network cause (the server log has them).
+pub const CAUSE_IN_LOG: &str = "the cause is in the server log";
+
+impl AuthError {
+    /// Whether this error names internal URLs or network causes.
+    pub fn names_internals(&self) -> bool {
+        matches!(
+            self,
+            AuthError::JwksUnavailable { .. } | AuthError::ProfileUnavailable { .. }
+        )
+    }
+
+    /// The error without internal URLs and causes, for callers who may not see them; the
+    /// code, SQLSTATE and hint stay.
+    pub fn without_internals(&self) -> AuthError {
+        match self {
+            AuthError::JwksUnavailable { .. } => AuthError::JwksUnavailable {
+                url: String::new(),
+                cause: CAUSE_IN_LOG.into(),
+            },
+            AuthError::ProfileUnavailable { .. } => AuthError::ProfileUnavailable {
+                url: String::new(),
+                cause: CAUSE_IN_LOG.into(),
+            },
+            other => other.clone(),
+        }
+    }
+}
+
 impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message())?;
@@ -355,6 +391,30 @@ mod tests {
             cause: "c".into(),
         };
         assert_eq!(e.class(), ErrorClass::Jwks);
+    }
+
+    #[test]
+    fn internals_are_left_out_for_ordinary_callers() {
+        let e = AuthError::JwksUnavailable {
+            url: "http://10.0.0.5/internal-jwks-path".into(),
+            cause: "connection failed: connection refused".into(),
+        };
+        assert!(e.names_internals());
+        let shown = e.without_internals();
+        assert_eq!(shown.code(), "jwks_unavailable");
+        assert_eq!(shown.class(), ErrorClass::Jwks);
+        let text = shown.to_string();
+        assert_eq!(
+            text,
+            "could not load the JWKS: the cause is in the server log"
+        );
+        assert!(!text.contains("10.0.0.5") && !text.contains("refused"));
+        let p = AuthError::ProfileUnavailable {
+            url: "http://10.0.0.5/p".into(),
+            cause: "timed out".into(),
+        };
+        assert!(!p.without_internals().to_string().contains("10.0.0.5"));
+        assert!(!AuthError::CritUnsupported.names_internals());
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! - [`engine`]: the per-backend engine tying these together
 //! - [`profile`]: Outseta's profile endpoint (second verification method) and its cache
 //! - [`webhook`]: webhook signatures (HMAC-SHA256)
+//! - [`redact`]: the token's value kept out of messages and logs
+//! - [`handoff`]: when the token is handed on to Citus workers again
 //! - [`error`]: the one error type
 
 pub mod b64;
@@ -28,10 +30,12 @@ pub mod decision;
 pub mod engine;
 pub mod error;
 pub mod fetch;
+pub mod handoff;
 pub mod jwks;
 pub mod key_store;
 pub mod policy;
 pub mod profile;
+pub mod redact;
 pub mod request;
 pub mod token_cache;
 pub mod verified;

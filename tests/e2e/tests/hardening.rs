@@ -315,3 +315,79 @@ fn signals_during_a_jwks_fetch_do_not_fail_it() {
         "one fetch, not retried by a new request"
     );
 }
+
+/// No token value in the server log or a client's error, whatever carries the statement that
+/// sets it (log_statement, an error's STATEMENT line, Citus's CONTEXT of a failed hand-on).
+#[test]
+fn the_token_never_reaches_the_server_log_or_an_error() {
+    let token = token(JANE, ACME);
+    let signature = token.rsplit('.').next().unwrap().to_string();
+    let mut su = superuser();
+    su.batch_execute("SET log_statement = 'all'").unwrap();
+    // A simple-query string that sets the token, then fails: its STATEMENT line and the
+    // statement log would both quote it.
+    let e = su
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL outseta_auth.token = '{token}'; SELECT 1/0; COMMIT;"
+        ))
+        .unwrap_err();
+    assert!(!format!("{e:?}").contains(&signature), "{e:?}");
+    su.batch_execute("ROLLBACK").ok();
+    // An error whose DETAIL quotes the setting statement, as Citus's CONTEXT does.
+    let quoted = format!("SQL statement \"SET LOCAL outseta_auth.token = '{token}'\"");
+    let mut tx = su.transaction().unwrap();
+    tx.execute(
+        "SELECT set_config('outseta_e2e.quoted', $1, true)",
+        &[&quoted],
+    )
+    .unwrap();
+    let e = tx
+        .batch_execute(
+            "DO $$ BEGIN RAISE EXCEPTION 'hand-on failed' USING DETAIL = current_setting('outseta_e2e.quoted'); END $$",
+        )
+        .unwrap_err();
+    drop(tx);
+    let db = e.as_db_error().unwrap();
+    let client_text = format!("{} {:?} {:?}", db.message(), db.detail(), db.where_());
+    assert!(!client_text.contains(&signature), "{client_text}");
+    assert!(client_text.contains("(hidden)"), "{client_text}");
+    su.batch_execute("RESET log_statement").unwrap();
+    // The log is written by another process: wait for the marker that follows.
+    let marker = format!("outseta-redaction-marker-{}", std::process::id());
+    su.batch_execute(&format!("DO $$ BEGIN RAISE LOG '{marker}'; END $$"))
+        .unwrap();
+    let path = std::env::var("OUTSETA_E2E_SERVER_LOG").expect("run through scripts/e2e");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&path).unwrap();
+        if log.contains(&marker) || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(log.contains(&marker));
+    assert!(
+        !log.contains(&signature),
+        "the token's signature is in the server log"
+    );
+    assert!(log.contains("outseta_auth.token = '(hidden)'"));
+}
+
+/// outseta_auth.webhook_secret on the server's command line (which ps shows) is refused:
+/// scripts/e2e starts the cluster without preload with `-c outseta_auth.webhook_secret=...`.
+#[test]
+fn a_webhook_secret_from_the_command_line_is_not_used() {
+    let mut c = superuser_nopreload();
+    let e = c
+        .query_one(
+            "SELECT outseta_verify_webhook('{}'::text, 'sha256=00')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), SqlState::INVALID_PARAMETER_VALUE, "{e}");
+    assert!(
+        message(&e).contains("no webhook key is configured"),
+        "{}",
+        message(&e)
+    );
+}
