@@ -20,14 +20,11 @@ pub fn hide_token_values(text: &str) -> Option<String> {
         rest = &rest[after..];
         // `SET outseta_auth.token = v`, `TO v`, or set_config('outseta_auth.token', v, …)
         let value_at = skip_assignment(rest);
-        match value_at.and_then(|i| value_len(&rest[i..]).map(|n| (i, n))) {
-            Some((i, n)) => {
-                out.push_str(&rest[..i]);
-                out.push_str(HIDDEN);
-                rest = &rest[i + n..];
-                changed = true;
-            }
-            None => {}
+        if let Some((i, n)) = value_at.and_then(|i| value_len(&rest[i..]).map(|n| (i, n))) {
+            out.push_str(&rest[..i]);
+            out.push_str(HIDDEN);
+            rest = &rest[i + n..];
+            changed = true;
         }
     }
     out.push_str(rest);
