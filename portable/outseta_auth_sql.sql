@@ -201,9 +201,12 @@ $fn$;
 CREATE OR REPLACE FUNCTION @extschema@._outseta_raise(code text, message text, detail text) RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
 DECLARE
+    shown @extschema@._outseta_outcome := @extschema@._outseta_for_caller(ROW(NULL, code, message, detail));
     state text := @extschema@._outseta_sqlstate(code);
     hint text := @extschema@._outseta_hint(code);
 BEGIN
+    message := shown.message;
+    detail := shown.detail;
     -- DETAIL and HINT only when there is one (an empty one would still be printed).
     IF detail IS NOT NULL AND hint IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message, DETAIL = detail, HINT = hint;
@@ -214,6 +217,26 @@ BEGIN
     ELSE
         RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message;
     END IF;
+END
+$fn$;
+
+-- An outcome as the connected role may see it: without pg_monitor (PostgREST's
+-- authenticator, an application role), an unavailable key set's or profile endpoint's URL
+-- and cause are left out (and go to the server log); code, SQLSTATE and hint stay. (The
+-- native edition asks of the current role; inside this edition's SECURITY DEFINER functions
+-- that is the owner, so the session's role is asked.)
+CREATE OR REPLACE FUNCTION @extschema@._outseta_for_caller(o @extschema@._outseta_outcome)
+RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+BEGIN
+    IF o.code NOT IN ('jwks_unavailable', 'profile_unavailable')
+            OR pg_has_role(session_user, 'pg_monitor', 'USAGE') THEN
+        RETURN o;
+    END IF;
+    RAISE LOG 'outseta_auth_sql: %', @extschema@._outseta_error_text(o);
+    RETURN ROW(NULL, o.code, CASE o.code WHEN 'jwks_unavailable' THEN 'could not load the JWKS'
+                                  ELSE 'could not check the token with Outseta''s profile endpoint' END,
+               'the cause is in the server log')::@extschema@._outseta_outcome;
 END
 $fn$;
 
@@ -1856,7 +1879,7 @@ CREATE OR REPLACE FUNCTION @extschema@._outseta_result(o @extschema@._outseta_ou
 RETURNS @extschema@.outseta_verify_result
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     SELECT CASE WHEN o.code IS NULL THEN ROW(true, o.claims, NULL, NULL)::@extschema@.outseta_verify_result
-                ELSE ROW(false, NULL, o.code, @extschema@._outseta_error_text(o))::@extschema@.outseta_verify_result END
+                ELSE ROW(false, NULL, o.code, @extschema@._outseta_error_text(@extschema@._outseta_for_caller(o)))::@extschema@.outseta_verify_result END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_try_verify(token text) RETURNS @extschema@.outseta_verify_result

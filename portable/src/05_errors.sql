@@ -38,9 +38,12 @@ $fn$;
 CREATE OR REPLACE FUNCTION @extschema@._outseta_raise(code text, message text, detail text) RETURNS void
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
 DECLARE
+    shown @extschema@._outseta_outcome := @extschema@._outseta_for_caller(ROW(NULL, code, message, detail));
     state text := @extschema@._outseta_sqlstate(code);
     hint text := @extschema@._outseta_hint(code);
 BEGIN
+    message := shown.message;
+    detail := shown.detail;
     -- DETAIL and HINT only when there is one (an empty one would still be printed).
     IF detail IS NOT NULL AND hint IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message, DETAIL = detail, HINT = hint;
@@ -51,6 +54,26 @@ BEGIN
     ELSE
         RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message;
     END IF;
+END
+$fn$;
+
+-- An outcome as the connected role may see it: without pg_monitor (PostgREST's
+-- authenticator, an application role), an unavailable key set's or profile endpoint's URL
+-- and cause are left out (and go to the server log); code, SQLSTATE and hint stay. (The
+-- native edition asks of the current role; inside this edition's SECURITY DEFINER functions
+-- that is the owner, so the session's role is asked.)
+CREATE OR REPLACE FUNCTION @extschema@._outseta_for_caller(o @extschema@._outseta_outcome)
+RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+BEGIN
+    IF o.code NOT IN ('jwks_unavailable', 'profile_unavailable')
+            OR pg_has_role(session_user, 'pg_monitor', 'USAGE') THEN
+        RETURN o;
+    END IF;
+    RAISE LOG 'outseta_auth_sql: %', @extschema@._outseta_error_text(o);
+    RETURN ROW(NULL, o.code, CASE o.code WHEN 'jwks_unavailable' THEN 'could not load the JWKS'
+                                  ELSE 'could not check the token with Outseta''s profile endpoint' END,
+               'the cause is in the server log')::@extschema@._outseta_outcome;
 END
 $fn$;
 

@@ -41,7 +41,7 @@ CREATE OR REPLACE FUNCTION @extschema@._outseta_result(o @extschema@._outseta_ou
 RETURNS @extschema@.outseta_verify_result
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
     SELECT CASE WHEN o.code IS NULL THEN ROW(true, o.claims, NULL, NULL)::@extschema@.outseta_verify_result
-                ELSE ROW(false, NULL, o.code, @extschema@._outseta_error_text(o))::@extschema@.outseta_verify_result END
+                ELSE ROW(false, NULL, o.code, @extschema@._outseta_error_text(@extschema@._outseta_for_caller(o)))::@extschema@.outseta_verify_result END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@.outseta_try_verify(token text) RETURNS @extschema@.outseta_verify_result

@@ -584,6 +584,11 @@ mod portable_edition {
             .query_one("SELECT outseta_verify($1)", &[&token])
             .unwrap_err();
         assert_eq!(sqlstate(&e), "58000", "no keys yet: {e}");
+        // An ordinary role is not told the key set's URL or why it is unavailable.
+        let db = e.as_db_error().unwrap();
+        let text = format!("{} {:?}", db.message(), db.detail());
+        assert!(!text.contains("portable.outseta.com"), "{text}");
+        assert_eq!(db.message(), "could not load the JWKS");
         let n: i32 = owner
             .query_one(
                 "SELECT outseta_set_jwks($1::text::jsonb)",
