@@ -1237,13 +1237,18 @@ END
 $fn$;
 
 -- The CSRF rule for the cookie (the native edition's cookie_allowed): never cross-site; a
--- listed origin; otherwise same-origin only.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_cookie_allowed(headers jsonb, origins text[]) RETURNS boolean
+-- listed origin; otherwise same-origin only: an Origin naming the request's Host (and the
+-- scheme X-Forwarded-Proto names, when the proxy sets it), or no Origin, which for a method
+-- that changes data needs Sec-Fetch-Site: same-origin.
+CREATE OR REPLACE FUNCTION @extschema@._outseta_cookie_allowed(headers jsonb, origins text[], method text) RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
 DECLARE
     site text := btrim(coalesce(CASE WHEN jsonb_typeof(headers->'sec-fetch-site') = 'string' THEN headers->>'sec-fetch-site' END, ''));
     origin text := CASE WHEN jsonb_typeof(headers->'origin') = 'string' THEN rtrim(btrim(headers->>'origin'), '/') END;
     host text := CASE WHEN jsonb_typeof(headers->'host') = 'string' THEN headers->>'host' END;
+    proto text := CASE WHEN jsonb_typeof(headers->'x-forwarded-proto') = 'string'
+                       THEN btrim(split_part(headers->>'x-forwarded-proto', ',', 1)) END;
+    changes_data boolean := coalesce(btrim(method), '') <> '' AND upper(btrim(method)) NOT IN ('GET', 'HEAD', 'OPTIONS');
 BEGIN
     IF headers IS NULL THEN
         RETURN true;
@@ -1258,9 +1263,10 @@ BEGIN
         RETURN false;
     END IF;
     IF origin IS NULL THEN
-        RETURN true;
+        RETURN NOT changes_data OR lower(site) = 'same-origin';
     END IF;
-    RETURN host IS NOT NULL AND @extschema@._outseta_same_authority(origin, host);
+    RETURN host IS NOT NULL AND @extschema@._outseta_same_authority(origin, host)
+        AND (coalesce(proto, '') = '' OR lower(left(origin, length(proto) + 3)) = lower(proto) || '://');
 END
 $fn$;
 
@@ -1287,7 +1293,8 @@ BEGIN
             t := CASE WHEN jsonb_typeof(j -> st.token_cookie) = 'string'
                       THEN nullif(btrim(j ->> st.token_cookie), '') END;
             IF t IS NOT NULL AND NOT @extschema@._outseta_cookie_allowed(
-                    @extschema@._outseta_request_json('request.headers'), st.cookie_origins) THEN
+                    @extschema@._outseta_request_json('request.headers'), st.cookie_origins,
+                    current_setting('request.method', true)) THEN
                 t := NULL;
             END IF;
         ELSIF source = 'header' AND st.token_header <> '' THEN

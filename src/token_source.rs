@@ -9,7 +9,9 @@ use std::cell::RefCell;
 use std::ffi::CStr;
 use std::rc::Rc;
 
-use outseta_auth_core::request::{cookie_allowed, json_member, json_members, TokenSource};
+use outseta_auth_core::request::{
+    cookie_allowed, json_member, json_members, CookieRequest, TokenSource,
+};
 use outseta_auth_core::AuthError;
 use pgrx::pg_sys;
 
@@ -52,11 +54,12 @@ impl JsonPick {
     }
 }
 
-/// The CSRF verdict for the cookie, cached by the `request.headers` text and the rules it
-/// was judged under (so a per-row accessor compares bytes instead of parsing JSON).
+/// The CSRF verdict for the cookie, cached by the `request.headers` text, the method and the
+/// rules it was judged under (so a per-row accessor compares bytes instead of parsing JSON).
 #[derive(Default)]
 struct CookieGate {
     headers: Vec<u8>,
+    method: Vec<u8>,
     generation: u64,
     allowed: bool,
 }
@@ -65,22 +68,26 @@ impl CookieGate {
     fn allowed(
         &mut self,
         headers: &[u8],
+        method: &[u8],
         rules: &RequestRules,
         generation: u64,
     ) -> Result<bool, AuthError> {
-        if self.generation != generation || self.headers != headers {
-            let [site, origin, host] = json_members(
+        if self.generation != generation || self.headers != headers || self.method != method {
+            let [site, origin, host, proto] = json_members(
                 headers,
-                ["sec-fetch-site", "origin", "host"],
+                ["sec-fetch-site", "origin", "host", "x-forwarded-proto"],
                 "request.headers",
             )?;
-            self.allowed = cookie_allowed(
-                site.as_deref(),
-                origin.as_deref(),
-                host.as_deref(),
-                &rules.origins,
-            );
+            let request = CookieRequest {
+                method: std::str::from_utf8(method).ok(),
+                sec_fetch_site: site.as_deref(),
+                origin: origin.as_deref(),
+                host: host.as_deref(),
+                forwarded_proto: proto.as_deref(),
+            };
+            self.allowed = cookie_allowed(&request, &rules.origins);
             self.headers = headers.to_vec();
+            self.method = method.to_vec();
             self.generation = generation;
         }
         Ok(self.allowed)
@@ -101,7 +108,8 @@ fn cookie_may_be_used(rules: &RequestRules, generation: u64) -> Result<bool, Aut
     if headers.is_empty() {
         return Ok(true);
     }
-    GATE.with_borrow_mut(|g| g.allowed(headers, rules, generation))
+    let method = other_setting(c"request.method");
+    GATE.with_borrow_mut(|g| g.allowed(headers, method, rules, generation))
 }
 
 pub fn strip_bearer_prefix(t: &str) -> &str {

@@ -107,31 +107,40 @@ pub fn json_members<const N: usize>(
     Ok(found)
 }
 
+/// What the CSRF rule reads of a request: PostgREST's `request.method` and four headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CookieRequest<'a> {
+    pub method: Option<&'a str>,
+    pub sec_fetch_site: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub host: Option<&'a str>,
+    /// `X-Forwarded-Proto`, as the reverse proxy in front of PostgREST sets it.
+    pub forwarded_proto: Option<&'a str>,
+}
+
 /// Whether the cookie may carry identity for this request (a CSRF defence).
 ///
 /// A page on another origin can make a browser send its cookies (a form POST, an image,
 /// a credentialed `fetch`), but it cannot set or change `Origin`, `Host` or `Sec-Fetch-Site`
-/// (forbidden request headers, which no CORS preflight can allow), so only these three are
-/// read; nothing a page script can set (`X-Forwarded-Host`, ...) ever widens the rule:
+/// (forbidden request headers, which no CORS preflight can allow); nothing a page script
+/// can set (`X-Forwarded-Host`, ...) ever widens the rule:
 ///
 /// - `Sec-Fetch-Site: cross-site`: never.
 /// - An `Origin` listed in `allowed_origins` (`outseta_auth.cookie_origins`): yes.
 /// - `Sec-Fetch-Site: same-site` (a sibling subdomain, another port): only as listed above.
-/// - Otherwise the request must be same-origin: no `Origin` (a browser sends none on a
-///   same-origin `GET`; clients that are not browsers send none), or an `Origin` whose
-///   host and port equal the request's own `Host` (a reverse proxy that rewrites `Host`
-///   must pass it through, or list the public origin). `Origin: null` never matches.
-pub fn cookie_allowed(
-    sec_fetch_site: Option<&str>,
-    origin: Option<&str>,
-    host: Option<&str>,
-    allowed_origins: &[String],
-) -> bool {
-    let site = sec_fetch_site.map(str::trim).unwrap_or("");
+/// - Otherwise the request must be same-origin: an `Origin` whose host and port equal the
+///   request's own `Host` (a reverse proxy that rewrites `Host` must pass it through, or
+///   list the public origin), and whose scheme is the one `X-Forwarded-Proto` names when the
+///   proxy sets it; or no `Origin` (a browser sends none on a same-origin `GET`), but for a
+///   method that changes data (anything but `GET`, `HEAD`, `OPTIONS`) only with
+///   `Sec-Fetch-Site: same-origin`. `Origin: null` never matches. Clients that are not
+///   browsers send the token in the header source instead.
+pub fn cookie_allowed(r: &CookieRequest, allowed_origins: &[String]) -> bool {
+    let site = r.sec_fetch_site.map(str::trim).unwrap_or("");
     if site.eq_ignore_ascii_case("cross-site") {
         return false;
     }
-    let origin = origin.map(|o| o.trim().trim_end_matches('/'));
+    let origin = r.origin.map(|o| o.trim().trim_end_matches('/'));
     if let Some(o) = origin {
         if allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(o)) {
             return true;
@@ -140,9 +149,28 @@ pub fn cookie_allowed(
     if site.eq_ignore_ascii_case("same-site") {
         return false;
     }
+    let changes_data = r.method.map(str::trim).is_some_and(|m| {
+        !m.is_empty()
+            && !["GET", "HEAD", "OPTIONS"]
+                .iter()
+                .any(|s| m.eq_ignore_ascii_case(s))
+    });
     match origin {
-        None => true,
-        Some(o) => host.is_some_and(|h| same_authority(o, h)),
+        None => !changes_data || site.eq_ignore_ascii_case("same-origin"),
+        Some(o) => {
+            r.host.is_some_and(|h| same_authority(o, h)) && scheme_agrees(o, r.forwarded_proto)
+        }
+    }
+}
+
+/// Whether the origin's scheme is the one the proxy says the request came with (any, when it
+/// says nothing).
+fn scheme_agrees(origin: &str, forwarded_proto: Option<&str>) -> bool {
+    match forwarded_proto.map(|p| p.split(',').next().unwrap_or("").trim()) {
+        None | Some("") => true,
+        Some(proto) => origin
+            .get(..proto.len() + 3)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(&format!("{proto}://"))),
     }
 }
 
@@ -378,9 +406,83 @@ mod tests {
     }
 
     #[test]
+    fn methods_that_change_data_need_a_same_origin_sign() {
+        let host = Some("app.example.com");
+        let req = |method, site, origin| CookieRequest {
+            method: Some(method),
+            sec_fetch_site: site,
+            origin,
+            host,
+            forwarded_proto: None,
+        };
+        for method in ["POST", "PATCH", "PUT", "DELETE", "post"] {
+            // No Origin and no Fetch Metadata: not the cookie.
+            assert!(!cookie_allowed(&req(method, None, None), &[]), "{method}");
+            assert!(
+                !cookie_allowed(&req(method, Some("none"), None), &[]),
+                "{method}"
+            );
+            // Same-origin, said by the browser either way: yes.
+            assert!(cookie_allowed(&req(method, Some("same-origin"), None), &[]));
+            assert!(cookie_allowed(
+                &req(method, None, Some("https://app.example.com")),
+                &[]
+            ));
+            assert!(!cookie_allowed(
+                &req(method, None, Some("https://evil.example")),
+                &[]
+            ));
+        }
+        for method in ["GET", "HEAD", "OPTIONS", ""] {
+            assert!(cookie_allowed(&req(method, None, None), &[]), "{method}");
+        }
+    }
+
+    #[test]
+    fn the_scheme_counts_when_the_proxy_names_it() {
+        let req = |origin, proto| CookieRequest {
+            method: Some("POST"),
+            origin: Some(origin),
+            host: Some("app.example.com"),
+            forwarded_proto: proto,
+            ..CookieRequest::default()
+        };
+        assert!(cookie_allowed(
+            &req("https://app.example.com", Some("https")),
+            &[]
+        ));
+        assert!(!cookie_allowed(
+            &req("http://app.example.com", Some("https")),
+            &[]
+        ));
+        assert!(!cookie_allowed(
+            &req("https://app.example.com", Some("http")),
+            &[]
+        ));
+        assert!(cookie_allowed(
+            &req("http://app.example.com", Some("http")),
+            &[]
+        ));
+        assert!(cookie_allowed(
+            &req("https://app.example.com", Some("https, http")),
+            &[]
+        ));
+        // No X-Forwarded-Proto: the database cannot see the scheme, host and port decide.
+        assert!(cookie_allowed(&req("http://app.example.com", None), &[]));
+    }
+
+    #[test]
     fn csrf_rule() {
         let allowed = parse_origins("https://app.example.com, http://localhost:5173/").unwrap();
-        let ok = |site, origin, host, list: &[String]| cookie_allowed(site, origin, host, list);
+        let ok = |site, origin, host, list: &[String]| {
+            let r = CookieRequest {
+                sec_fetch_site: site,
+                origin,
+                host,
+                ..CookieRequest::default()
+            };
+            cookie_allowed(&r, list)
+        };
         let api = Some("api.example.com");
         // Not from a browser (no Origin, no Fetch Metadata): the cookie counts.
         assert!(ok(None, None, None, &[]));

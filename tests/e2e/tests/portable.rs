@@ -515,6 +515,37 @@ mod portable_edition {
             None,
             "CSRF: cross-site cookie"
         );
+        // A method that changes data needs a same-origin sign: an Origin, or Sec-Fetch-Site.
+        let post = |c: &mut Client, headers: &str| -> Option<String> {
+            let mut tx = c.transaction().unwrap();
+            tx.execute(
+                "SELECT set_config('request.cookies', $1, true), set_config('request.headers', $2, true),
+                        set_config('request.method', 'POST', true)",
+                &[&cookie, &headers],
+            )
+            .unwrap();
+            let r = tx.query_one("SELECT outseta_sub()", &[]).unwrap().get(0);
+            tx.rollback().unwrap();
+            r
+        };
+        assert_eq!(
+            post(&mut c, &json!({"host": "app.example.com"}).to_string()),
+            None
+        );
+        assert_eq!(
+            post(
+                &mut c,
+                &json!({"host": "app.example.com", "sec-fetch-site": "same-origin"}).to_string()
+            )
+            .as_deref(),
+            Some("L9nqAzQZ")
+        );
+        assert_eq!(post(&mut c, &same).as_deref(), Some("L9nqAzQZ"));
+        // The scheme, when the proxy names it.
+        let http_origin = json!({"host": "app.example.com", "origin": "http://app.example.com",
+                                  "x-forwarded-proto": "https"})
+        .to_string();
+        assert_eq!(post(&mut c, &http_origin), None);
         let header = json!({"x-outseta-token": format!("Bearer {token}")}).to_string();
         assert_eq!(
             sub_with(&mut c, "", &header).unwrap().as_deref(),

@@ -235,6 +235,7 @@ fn writes_through_the_cookie_follow_the_policies() {
     for (who, expected) in [(&bob, 0), (&jane, 1)] {
         let r = Req::new("PATCH", &path)
             .cookie(who)
+            .header(origin.0, origin.1.clone())
             .header("Prefer", "return=representation")
             .json(serde_json::json!({"done": true}))
             .send();
@@ -246,6 +247,7 @@ fn writes_through_the_cookie_follow_the_policies() {
     // own), whatever the database role; unlike a bad token, no invalid_token challenge.
     let r = Req::new("POST", "/todos")
         .cookie(&jane)
+        .header(origin.0, origin.1.clone())
         .json(serde_json::json!({"title": "rest-write-other", "user_id": BOB}))
         .send();
     assert_eq!(r.status, 401, "{}", r.body);
@@ -259,7 +261,10 @@ fn writes_through_the_cookie_follow_the_policies() {
     assert_eq!(count_titled("rest-write-other"), 0);
     // DELETE by Bob removes nothing; by Jane, her row.
     for (who, expected) in [(&bob, 1), (&jane, 0)] {
-        let r = Req::new("DELETE", &path).cookie(who).send();
+        let r = Req::new("DELETE", &path)
+            .cookie(who)
+            .header(origin.0, origin.1.clone())
+            .send();
         assert_eq!(r.status, 204, "{}", r.body);
         assert_eq!(count_titled(title), expected);
     }
@@ -327,6 +332,44 @@ fn a_header_token_works_with_the_bearer_prefix() {
         assert_eq!(me["sub"], BOB);
         assert_eq!(me["role"], "authenticated");
     }
+}
+
+#[test]
+fn writes_with_the_cookie_need_a_same_origin_sign() {
+    let jane = token(JANE, ACME);
+    // No Origin and no Fetch Metadata (a client that is not a browser, or a request a
+    // browser would have marked): the cookie does not count for a write.
+    let title = "rest-no-origin-write";
+    let r = Req::new("POST", "/todos")
+        .cookie(&jane)
+        .json(serde_json::json!({"title": title}))
+        .send();
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(count_titled(title), 0);
+    // The app's origin over http while the proxy says https: not the same origin.
+    let title = "rest-wrong-scheme-write";
+    let r = Req::new("POST", "/todos")
+        .cookie(&jane)
+        .header("Origin", "http://app.example.com")
+        .header("X-Forwarded-Proto", "https")
+        .json(serde_json::json!({"title": title}))
+        .send();
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(count_titled(title), 0);
+    // Sec-Fetch-Site: same-origin without an Origin: the browser says it is the app.
+    let title = "rest-same-origin-fetch-metadata";
+    let r = Req::new("POST", "/todos")
+        .cookie(&jane)
+        .header("Sec-Fetch-Site", "same-origin")
+        .json(serde_json::json!({"title": title}))
+        .send();
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(count_titled(title), 1);
+    // Reads without an Origin still use the cookie (a browser sends none on a same-origin GET).
+    assert_eq!(
+        whoami(Req::new("GET", "/rpc/whoami").cookie(&jane))["sub"],
+        JANE
+    );
 }
 
 #[test]

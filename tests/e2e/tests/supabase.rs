@@ -147,8 +147,8 @@ fn the_guides_policies_work_unchanged_for_writes() {
         {"token": jane, "via": "header", "op": "insert", "user_id": JANE, "title": mine},
         {"token": jane, "via": "header", "op": "insert", "user_id": BOB, "title": "sb: planted for bob"},
         {"token": bob, "via": "header", "op": "update", "title": mine},
-        {"token": jane, "via": "cookie", "op": "update", "title": mine},
-        {"token": bob, "via": "cookie", "op": "delete", "title": mine},
+        {"token": jane, "via": "header", "op": "update", "title": mine},
+        {"token": bob, "via": "header", "op": "delete", "title": mine},
         {"token": jane, "via": "header", "op": "delete", "title": mine},
     ]));
     assert_eq!(r[0]["status"], 201, "{}", r[0]);
