@@ -71,8 +71,9 @@ pub fn parse_token_sources(text: &str) -> Result<Vec<TokenSource>, AuthError> {
 ///
 /// `Ok(None)` when `text` is not a JSON object, has no such member, or the member is not a
 /// string (the request is then anonymous, as with no cookie at all). `Err` (`too_large`)
-/// when `text` is over the cap; nothing is read then. With duplicate members the last wins,
-/// as in `jsonb`.
+/// when `text` is over the cap; nothing is read then. A member given twice with different
+/// values is `None` too: which one is genuine cannot be told (a cookie "tossed" by a sibling
+/// subdomain arrives beside the real one), so neither carries identity.
 pub fn json_member(
     text: &[u8],
     key: &str,
@@ -252,16 +253,29 @@ impl<'de, const N: usize> Visitor<'de> for MemberSeed<'_, N> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = std::array::from_fn(|_| None);
+        let mut found: [Option<Option<String>>; N] = std::array::from_fn(|_| None);
+        let mut conflict = [false; N];
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
             match self.keys.iter().position(|k| *k == name) {
-                Some(i) => found[i] = map.next_value::<MaybeString>()?.0,
+                Some(i) => {
+                    let value = map.next_value::<MaybeString>()?.0;
+                    match &found[i] {
+                        Some(earlier) if *earlier != value => conflict[i] = true,
+                        _ => found[i] = Some(value),
+                    }
+                }
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(found)
+        Ok(std::array::from_fn(|i| {
+            if conflict[i] {
+                None
+            } else {
+                found[i].take().flatten()
+            }
+        }))
     }
 
     // Anything but an object has no members: the caller gets all None (via the error).
@@ -356,7 +370,8 @@ mod tests {
         assert_eq!(get(text, "missing"), None);
         assert_eq!(get(r#"{"k": "a\"b\u0041"}"#, "k").as_deref(), Some("a\"bA"));
         assert_eq!(get(r#"{"k\u0041": "v"}"#, "kA").as_deref(), Some("v"));
-        assert_eq!(get(r#"{"k": "1", "k": "2"}"#, "k").as_deref(), Some("2"));
+        // Given twice with different values: neither (was: the last, before issue 28).
+        assert_eq!(get(r#"{"k": "1", "k": "2"}"#, "k"), None);
     }
 
     #[test]
@@ -393,6 +408,19 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(20_000), "]".repeat(20_000));
         assert_eq!(get(&deep, "k"), None);
+    }
+
+    #[test]
+    fn a_member_given_twice_with_different_values_is_none() {
+        let tossed = br#"{"Outseta.nocode.accessToken": "a.b.c", "x": "1", "Outseta.nocode.accessToken": "d.e.f"}"#;
+        let got = json_member(tossed, "Outseta.nocode.accessToken", "request.cookies").unwrap();
+        assert_eq!(got, None);
+        // The same value twice is one value; other members are unaffected.
+        let twice = br#"{"t": "a.b.c", "t": "a.b.c", "x": "1", "x": "2", "y": "3"}"#;
+        let [t, x, y] = json_members(twice, ["t", "x", "y"], "request.cookies").unwrap();
+        assert_eq!(t.as_deref(), Some("a.b.c"));
+        assert_eq!(x, None);
+        assert_eq!(y.as_deref(), Some("3"));
     }
 
     #[test]

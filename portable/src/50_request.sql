@@ -147,6 +147,12 @@ BEGIN
             j := @extschema@._outseta_request_json('request.cookies');
             t := CASE WHEN jsonb_typeof(j -> st.token_cookie) = 'string'
                       THEN nullif(btrim(j ->> st.token_cookie), '') END;
+            -- The cookie given twice with different values (jsonb keeps the last): neither.
+            IF t IS NOT NULL AND (SELECT count(DISTINCT e.value::text)
+                                  FROM json_each(current_setting('request.cookies', true)::json) e
+                                  WHERE e.key = st.token_cookie) > 1 THEN
+                t := NULL;
+            END IF;
             IF t IS NOT NULL AND NOT @extschema@._outseta_cookie_allowed(
                     @extschema@._outseta_request_json('request.headers'), st.cookie_origins,
                     current_setting('request.method', true)) THEN

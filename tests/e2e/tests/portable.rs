@@ -515,6 +515,12 @@ mod portable_edition {
             None,
             "CSRF: cross-site cookie"
         );
+        // The cookie given twice with different values ("tossed" by a sibling subdomain):
+        // neither counts.
+        let tossed = format!(
+            "{{\"Outseta.nocode.accessToken\": \"{token}\", \"Outseta.nocode.accessToken\": \"x.y.z\"}}"
+        );
+        assert_eq!(sub_with(&mut c, &tossed, &same).unwrap(), None);
         // A method that changes data needs a same-origin sign: an Origin, or Sec-Fetch-Site.
         let post = |c: &mut Client, headers: &str| -> Option<String> {
             let mut tx = c.transaction().unwrap();
