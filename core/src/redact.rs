@@ -60,33 +60,14 @@ fn skip_assignment(s: &str) -> Option<usize> {
     (i < b.len()).then_some(i)
 }
 
-/// The length of the value at the start of `s`: a quoted literal (`'…'`, `E'…'`, with `''`
-/// inside), or a bare word up to a blank, `;`, `,` or `)`.
+/// The length of the value at the start of `s`: everything up to a blank, `;`, `,`, `)` or
+/// `"`, its quotes included, however deeply the text quoting it doubled them (a statement
+/// quoted in a log line's parameters: `''eyJ…''`). A token has no such characters.
 fn value_len(s: &str) -> Option<usize> {
-    let b = s.as_bytes();
-    let start = usize::from(matches!(b.first(), Some(b'E' | b'e')) && b.get(1) == Some(&b'\''));
-    if b.get(start) == Some(&b'\'') {
-        let mut i = start + 1;
-        while i < b.len() {
-            if b[i] == b'\\' && start == 1 {
-                i += 2;
-                continue;
-            }
-            if b[i] == b'\'' {
-                if b.get(i + 1) == Some(&b'\'') {
-                    i += 2;
-                    continue;
-                }
-                return Some(i + 1);
-            }
-            i += 1;
-        }
-        return Some(b.len()); // unterminated: hide to the end
-    }
-    let n = b
-        .iter()
-        .position(|c| c.is_ascii_whitespace() || b";,)".contains(c))
-        .unwrap_or(b.len());
+    let n = s
+        .bytes()
+        .position(|c| c.is_ascii_whitespace() || b";,)\"".contains(&c))
+        .unwrap_or(s.len());
     (n > 0).then_some(n)
 }
 
@@ -122,6 +103,11 @@ mod tests {
             ),
             (format!("SET LOCAL OUTSETA_AUTH.TOKEN = E'{T}'"), "SET LOCAL OUTSETA_AUTH.TOKEN = '(hidden)'"),
             (format!("SET outseta_auth.token = 'a''b{T}'; SELECT 1"), "SET outseta_auth.token = '(hidden)'; SELECT 1"),
+            // A statement quoted inside a literal (a log line's parameters): quotes doubled.
+            (
+                format!("parameters: $1 = 'SQL statement \"SET LOCAL outseta_auth.token = ''{T}''\"'"),
+                "parameters: $1 = 'SQL statement \"SET LOCAL outseta_auth.token = '(hidden)'\"'",
+            ),
         ] {
             let got = hide_token_values(&text).unwrap_or_else(|| panic!("nothing hidden in {text}"));
             assert_eq!(got, want);

@@ -216,17 +216,25 @@ pub fn ask_profile(
     let placed = super::wait_until(place_deadline, 5, || {
         let mut p = PROFILES.exclusive();
         let p = &mut *p;
-        if let Some(i) = p.slots.iter().position(|s| {
-            matches!(s.state, State::Pending | State::Fetching | State::Done)
+        // One token takes one slot at most: join any slot asking about it; when all its
+        // places are taken, wait for one (never a second slot, which would let one token
+        // take every slot from everyone else).
+        let mut asked = false;
+        for (i, s) in p.slots.iter_mut().enumerate() {
+            if matches!(s.state, State::Pending | State::Fetching | State::Done)
                 && !s.nobody_waits()
                 && s.asks(url, token)
-        }) {
-            let s = &mut p.slots[i];
-            if s.join(me) {
-                // An answer kept for the cluster must be young enough for every waiter.
-                s.ttl_ms = s.ttl_ms.min((ttl * 1000.0) as u64);
-                return Some((i, s.id, s.deadline));
+            {
+                asked = true;
+                if s.join(me) {
+                    // An answer kept for the cluster must be young enough for every waiter.
+                    s.ttl_ms = s.ttl_ms.min((ttl * 1000.0) as u64);
+                    return Some((i, s.id, s.deadline));
+                }
             }
+        }
+        if asked {
+            return None;
         }
         let i = p.slots.iter().position(|s| s.state == State::Free)?;
         p.next_id += 1;

@@ -464,3 +464,41 @@ fn the_webhook_secret_is_invisible_to_the_application_role() {
         "the monitoring role sees the cluster's key sources"
     );
 }
+
+/// One token cannot take every profile slot of the worker (issue 28): 30 connections asking
+/// about one token while the endpoint is slow share one request, and a second token asked
+/// meanwhile still gets a slot.
+#[test]
+fn many_callers_with_one_token_share_one_slot_and_leave_the_others_free() {
+    let _one = serial();
+    let crowd = fresh(JANE, ACME);
+    let other = fresh(BOB, GLOBEX);
+    // Each connection's first profile call, ahead of the crowd, so that connecting is not
+    // what is measured.
+    let mut conns: Vec<Client> = (0..30).map(|_| app()).collect();
+    for c in conns.iter_mut() {
+        with_token(c, &crowd);
+    }
+    let mut lone = app();
+    with_token(&mut lone, &other);
+    f().set_profile_fault(Fault::Slow(Duration::from_millis(1500)));
+    let before = hits();
+    let crowd_threads: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| std::thread::spawn(move || profile(&mut c).map(|p| p.unwrap()["Uid"].clone())))
+        .collect();
+    // Let the crowd take its places before the other token asks.
+    std::thread::sleep(Duration::from_millis(300));
+    let lone_answer = profile(&mut lone);
+    let answers: Vec<_> = crowd_threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    f().set_profile_fault(Fault::None);
+    for a in &answers {
+        assert_eq!(a.as_ref().map_err(|e| e.to_string()).unwrap(), &json!(JANE));
+    }
+    let lone_answer = lone_answer.unwrap_or_else(|e| panic!("the other token found no slot: {e}"));
+    assert_eq!(lone_answer.unwrap()["Uid"], BOB);
+    assert_eq!(hits() - before, 2, "one request per token");
+}
