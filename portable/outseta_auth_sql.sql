@@ -1258,8 +1258,6 @@ DECLARE
     site text := btrim(coalesce(CASE WHEN jsonb_typeof(headers->'sec-fetch-site') = 'string' THEN headers->>'sec-fetch-site' END, ''));
     origin text := CASE WHEN jsonb_typeof(headers->'origin') = 'string' THEN rtrim(btrim(headers->>'origin'), '/') END;
     host text := CASE WHEN jsonb_typeof(headers->'host') = 'string' THEN headers->>'host' END;
-    proto text := CASE WHEN jsonb_typeof(headers->'x-forwarded-proto') = 'string'
-                       THEN btrim(split_part(headers->>'x-forwarded-proto', ',', 1)) END;
     changes_data boolean := coalesce(btrim(method), '') <> '' AND upper(btrim(method)) NOT IN ('GET', 'HEAD', 'OPTIONS');
 BEGIN
     IF headers IS NULL THEN
@@ -1278,7 +1276,9 @@ BEGIN
         RETURN NOT changes_data OR lower(site) = 'same-origin';
     END IF;
     RETURN host IS NOT NULL AND @extschema@._outseta_same_authority(origin, host)
-        AND (coalesce(proto, '') = '' OR lower(left(origin, length(proto) + 3)) = lower(proto) || '://');
+        -- every entry of X-Forwarded-Proto (a proxy appends its own to the client's)
+        AND NOT EXISTS (SELECT FROM unnest(string_to_array(coalesce(headers->>'x-forwarded-proto', ''), ',')) p
+                        WHERE btrim(p) <> '' AND lower(left(origin, length(btrim(p)) + 3)) <> lower(btrim(p)) || '://');
 END
 $fn$;
 
@@ -1313,6 +1313,13 @@ BEGIN
             IF t IS NOT NULL AND NOT @extschema@._outseta_cookie_allowed(
                     @extschema@._outseta_request_json('request.headers'), st.cookie_origins,
                     current_setting('request.method', true)) THEN
+                t := NULL;
+            END IF;
+            -- A header the rule reads given twice with different values: refused, not guessed.
+            IF t IS NOT NULL AND EXISTS (
+                    SELECT FROM json_each(nullif(current_setting('request.headers', true), '')::json) e
+                    WHERE e.key IN ('sec-fetch-site', 'origin', 'host', 'x-forwarded-proto')
+                    GROUP BY e.key HAVING count(DISTINCT e.value::text) > 1) THEN
                 t := NULL;
             END IF;
         ELSIF source = 'header' AND st.token_header <> '' THEN

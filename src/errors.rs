@@ -31,16 +31,23 @@ pub fn for_caller(e: AuthError) -> AuthError {
     if !e.names_internals() || may_see_internals() {
         return e;
     }
-    pgrx::log!("outseta_auth: {e}");
+    // LOG_SERVER_ONLY: never to the client, whatever its client_min_messages.
+    pgrx::ereport!(
+        pgrx::PgLogLevel::LOG_SERVER_ONLY,
+        pgrx::PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+        format!("outseta_auth: {e}")
+    );
     e.without_internals()
 }
 
 fn may_see_internals() -> bool {
-    // SAFETY: reads the current user's role memberships (catalog caches), as any privilege
-    // check does; superusers have the privileges of every role.
+    // The role outside any SECURITY DEFINER function (inside one, the current user is its
+    // owner, who may be a superuser calling on an anonymous caller's behalf).
+    // SAFETY: reads role memberships (catalog caches), as any privilege check does;
+    // superusers have the privileges of every role.
     unsafe {
         pg_sys::has_privs_of_role(
-            pg_sys::GetUserId(),
+            pg_sys::GetOuterUserId(),
             pg_sys::Oid::from(pg_sys::ROLE_PG_MONITOR),
         )
     }

@@ -1,10 +1,12 @@
-//! No token in any message: an `emit_log_hook` that hides the value of every statement text
-//! that sets `outseta_auth.token` (core's [`hide_token_values`]) in each message part, before
-//! it goes to the client or the server log, and leaves out the `STATEMENT:` line of a
-//! statement that sets one. Citus, for one, quotes the `SET LOCAL` it was sending to a worker
+//! No token in any message: an `emit_log_hook` that hides every token value (core's
+//! [`hide_token_values`]: anything shaped like a JWT, and whatever a statement sets
+//! `outseta_auth.token` to) in each message part, before it goes to the client or the server
+//! log, and leaves out the `STATEMENT:` line of a statement that holds one. PostgreSQL calls
+//! the hook for messages that go to the server log (`log_min_messages`); one logged only to
+//! the client is not seen by it. Citus, for one, quotes the `SET LOCAL` it was sending to a worker
 //! in the CONTEXT of a failed connection; `log_statement` and errors quote whole statements.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 
 use outseta_auth_core::redact::hide_token_values;
 use pgrx::pg_sys;
@@ -21,21 +23,42 @@ pub fn init() {
     }
 }
 
-/// `p` with the token's values hidden, as a new string in ErrorContext; `None` when `p`
-/// sets none (or is NULL, or not UTF-8).
+/// `*field` with the token's values hidden, as a new string in ErrorContext (the old one
+/// freed); unchanged when it holds none, or when there is no memory for the copy (nothing
+/// here may raise an error: it runs while one is being reported).
 ///
 /// # Safety
-/// `p` must be NULL or a NUL-terminated string.
-unsafe fn hidden(p: *const std::ffi::c_char) -> Option<*mut std::ffi::c_char> {
+/// `*field` must be NULL or a NUL-terminated string allocated in ErrorContext.
+unsafe fn hide_in(field: &mut *mut std::ffi::c_char) {
+    let p = *field;
     if p.is_null() {
-        return None;
+        return;
     }
     // SAFETY: non-null and NUL-terminated per the contract.
-    let text = unsafe { CStr::from_ptr(p) }.to_str().ok()?;
-    let out = CString::new(hide_token_values(text)?).ok()?;
-    // SAFETY: ErrorContext exists while an error is being reported; elog.c allocates these
-    // strings there too. `out` outlives the call.
-    Some(unsafe { pg_sys::MemoryContextStrdup(pg_sys::ErrorContext, out.as_ptr()) })
+    let text = unsafe { CStr::from_ptr(p) }.to_bytes();
+    let Some(hidden) = hide_token_values(text) else {
+        return;
+    };
+    // SAFETY: ErrorContext exists while an error is being reported (elog.c allocates these
+    // strings there too); MCXT_ALLOC_NO_OOM returns NULL instead of raising.
+    let copy = unsafe {
+        pg_sys::MemoryContextAllocExtended(
+            pg_sys::ErrorContext,
+            hidden.len() + 1,
+            pg_sys::MCXT_ALLOC_NO_OOM as i32,
+        )
+    } as *mut u8;
+    if copy.is_null() {
+        return;
+    }
+    // SAFETY: `copy` has room for the bytes and the NUL; the old string is ours to free
+    // (errfinish frees only what the fields point at).
+    unsafe {
+        std::ptr::copy_nonoverlapping(hidden.as_ptr(), copy, hidden.len());
+        *copy.add(hidden.len()) = 0;
+        *field = copy.cast();
+        pg_sys::pfree(p.cast());
+    }
 }
 
 // No pg_guard: this runs inside error reporting, where raising another error would recurse.
@@ -44,7 +67,7 @@ unsafe fn hidden(p: *const std::ffi::c_char) -> Option<*mut std::ffi::c_char> {
 unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: Postgres passes the error being reported; its string fields are NULL or
-        // NUL-terminated, and may be replaced by strings in ErrorContext.
+        // NUL-terminated strings in ErrorContext.
         unsafe {
             let e = &mut *edata;
             for field in [
@@ -55,16 +78,10 @@ unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
                 &mut e.context,
                 &mut e.internalquery,
             ] {
-                if let Some(h) = hidden(*field) {
-                    *field = h;
-                }
+                hide_in(field);
             }
             let stmt = pg_sys::debug_query_string;
-            if !stmt.is_null()
-                && CStr::from_ptr(stmt)
-                    .to_str()
-                    .is_ok_and(|s| hide_token_values(s).is_some())
-            {
+            if !stmt.is_null() && hide_token_values(CStr::from_ptr(stmt).to_bytes()).is_some() {
                 e.hide_stmt = true;
             }
         }

@@ -10,7 +10,7 @@ use std::ffi::CStr;
 use std::rc::Rc;
 
 use outseta_auth_core::request::{
-    cookie_allowed, json_member, json_members, CookieRequest, TokenSource,
+    cookie_allowed, json_member, json_members_unless_conflict, CookieRequest, TokenSource,
 };
 use outseta_auth_core::AuthError;
 use pgrx::pg_sys;
@@ -73,19 +73,28 @@ impl CookieGate {
         generation: u64,
     ) -> Result<bool, AuthError> {
         if self.generation != generation || self.headers != headers || self.method != method {
-            let [site, origin, host, proto] = json_members(
-                headers,
-                ["sec-fetch-site", "origin", "host", "x-forwarded-proto"],
-                "request.headers",
-            )?;
-            let request = CookieRequest {
-                method: std::str::from_utf8(method).ok(),
-                sec_fetch_site: site.as_deref(),
-                origin: origin.as_deref(),
-                host: host.as_deref(),
-                forwarded_proto: proto.as_deref(),
+            // A header given twice with different values, or a method that is not text:
+            // refused rather than guessed.
+            self.allowed = match (
+                json_members_unless_conflict(
+                    headers,
+                    ["sec-fetch-site", "origin", "host", "x-forwarded-proto"],
+                    "request.headers",
+                )?,
+                std::str::from_utf8(method),
+            ) {
+                (Some([site, origin, host, proto]), Ok(method)) => cookie_allowed(
+                    &CookieRequest {
+                        method: Some(method),
+                        sec_fetch_site: site.as_deref(),
+                        origin: origin.as_deref(),
+                        host: host.as_deref(),
+                        forwarded_proto: proto.as_deref(),
+                    },
+                    &rules.origins,
+                ),
+                _ => false,
             };
-            self.allowed = cookie_allowed(&request, &rules.origins);
             self.headers = headers.to_vec();
             self.method = method.to_vec();
             self.generation = generation;

@@ -89,6 +89,34 @@ pub fn json_members<const N: usize>(
     keys: [&str; N],
     setting: &'static str,
 ) -> Result<[Option<String>; N], AuthError> {
+    Ok(match members(text, keys, setting)? {
+        Some((found, _)) => found,
+        None => std::array::from_fn(|_| None),
+    })
+}
+
+/// As [`json_members`], but `None` when any of the members is given twice with different
+/// values (the CSRF rule refuses such a request rather than guess).
+pub fn json_members_unless_conflict<const N: usize>(
+    text: &[u8],
+    keys: [&str; N],
+    setting: &'static str,
+) -> Result<Option<[Option<String>; N]>, AuthError> {
+    Ok(match members(text, keys, setting)? {
+        Some((found, conflict)) if !conflict.contains(&true) => Some(found),
+        Some(_) => None,
+        None => Some(std::array::from_fn(|_| None)),
+    })
+}
+
+/// The members (a conflicting one as `None`) and which conflicted; `None` when `text` is not
+/// a JSON object.
+#[allow(clippy::type_complexity)]
+fn members<const N: usize>(
+    text: &[u8],
+    keys: [&str; N],
+    setting: &'static str,
+) -> Result<Option<([Option<String>; N], [bool; N])>, AuthError> {
     if text.len() > MAX_REQUEST_JSON_BYTES {
         return Err(AuthError::RequestTooLarge {
             setting,
@@ -96,16 +124,15 @@ pub fn json_members<const N: usize>(
             max: MAX_REQUEST_JSON_BYTES,
         });
     }
-    let none = || std::array::from_fn(|_| None);
     let mut de = serde_json::Deserializer::from_slice(text);
     let found = match (MemberSeed { keys }).deserialize(&mut de) {
         Ok(found) => found,
-        Err(_) => return Ok(none()),
+        Err(_) => return Ok(None),
     };
     if de.end().is_err() {
-        return Ok(none());
+        return Ok(None);
     }
-    Ok(found)
+    Ok(Some(found))
 }
 
 /// What the CSRF rule reads of a request: PostgREST's `request.method` and four headers.
@@ -165,14 +192,17 @@ pub fn cookie_allowed(r: &CookieRequest, allowed_origins: &[String]) -> bool {
 }
 
 /// Whether the origin's scheme is the one the proxy says the request came with (any, when it
-/// says nothing).
+/// says nothing). Every entry of a list must agree: a proxy appends its own to what the
+/// client sent.
 fn scheme_agrees(origin: &str, forwarded_proto: Option<&str>) -> bool {
-    match forwarded_proto.map(|p| p.split(',').next().unwrap_or("").trim()) {
-        None | Some("") => true,
-        Some(proto) => origin
+    let Some(list) = forwarded_proto.filter(|p| !p.trim().is_empty()) else {
+        return true;
+    };
+    list.split(',').map(str::trim).all(|proto| {
+        origin
             .get(..proto.len() + 3)
-            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(&format!("{proto}://"))),
-    }
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(&format!("{proto}://")))
+    })
 }
 
 /// Whether the origin `scheme://host[:port]` names the authority `host[:port]` of a `Host`
@@ -238,7 +268,7 @@ struct MemberSeed<'k, const N: usize> {
 }
 
 impl<'de, const N: usize> DeserializeSeed<'de> for MemberSeed<'_, N> {
-    type Value = [Option<String>; N];
+    type Value = ([Option<String>; N], [bool; N]);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -246,7 +276,7 @@ impl<'de, const N: usize> DeserializeSeed<'de> for MemberSeed<'_, N> {
 }
 
 impl<'de, const N: usize> Visitor<'de> for MemberSeed<'_, N> {
-    type Value = [Option<String>; N];
+    type Value = ([Option<String>; N], [bool; N]);
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
@@ -269,13 +299,14 @@ impl<'de, const N: usize> Visitor<'de> for MemberSeed<'_, N> {
                 }
             }
         }
-        Ok(std::array::from_fn(|i| {
+        let values = std::array::from_fn(|i| {
             if conflict[i] {
                 None
             } else {
                 found[i].take().flatten()
             }
-        }))
+        });
+        Ok((values, conflict))
     }
 
     // Anything but an object has no members: the caller gets all None (via the error).
@@ -411,6 +442,26 @@ mod tests {
     }
 
     #[test]
+    fn a_conflicting_header_is_told_apart_from_a_missing_one() {
+        let keys = ["origin", "host"];
+        let two = br#"{"origin": "https://app.example.com", "origin": "https://evil.example", "host": "h"}"#;
+        assert_eq!(
+            json_members_unless_conflict(two, keys, "request.headers").unwrap(),
+            None
+        );
+        let one = br#"{"origin": "https://app.example.com", "host": "h"}"#;
+        let [o, h] = json_members_unless_conflict(one, keys, "request.headers")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (o.as_deref(), h.as_deref()),
+            (Some("https://app.example.com"), Some("h"))
+        );
+        let none = json_members_unless_conflict(b"[1]", keys, "request.headers").unwrap();
+        assert_eq!(none, Some([None, None]));
+    }
+
+    #[test]
     fn a_member_given_twice_with_different_values_is_none() {
         let tossed = br#"{"Outseta.nocode.accessToken": "a.b.c", "x": "1", "Outseta.nocode.accessToken": "d.e.f"}"#;
         let got = json_member(tossed, "Outseta.nocode.accessToken", "request.cookies").unwrap();
@@ -491,8 +542,17 @@ mod tests {
             &req("http://app.example.com", Some("http")),
             &[]
         ));
-        assert!(cookie_allowed(
+        // A proxy appends its own entry to what the client sent: all must agree.
+        assert!(!cookie_allowed(
             &req("https://app.example.com", Some("https, http")),
+            &[]
+        ));
+        assert!(!cookie_allowed(
+            &req("http://app.example.com", Some("http, https")),
+            &[]
+        ));
+        assert!(cookie_allowed(
+            &req("https://app.example.com", Some("https, https")),
             &[]
         ));
         // No X-Forwarded-Proto: the database cannot see the scheme, host and port decide.

@@ -211,6 +211,9 @@ pub fn ask_profile(
     static AT_EXIT: AtomicBool = AtomicBool::new(false);
     super::at_exit_once(&AT_EXIT, leave_slots_at_exit);
     let me = my_pid();
+    // No caller waits past its own deadline, even on a request another one started.
+    let own_deadline = mono() + (limits.total + MARGIN).as_secs_f64();
+    let waited_for_token = std::cell::Cell::new(false);
     // First bound: a place (joining a request about the same token, or a free slot).
     let place_deadline = Instant::now() + limits.total;
     let placed = super::wait_until(place_deadline, 5, || {
@@ -229,11 +232,12 @@ pub fn ask_profile(
                 if s.join(me) {
                     // An answer kept for the cluster must be young enough for every waiter.
                     s.ttl_ms = s.ttl_ms.min((ttl * 1000.0) as u64);
-                    return Some((i, s.id, s.deadline));
+                    return Some((i, s.id, s.deadline.min(own_deadline)));
                 }
             }
         }
         if asked {
+            waited_for_token.set(true);
             return None;
         }
         let i = p.slots.iter().position(|s| s.state == State::Free)?;
@@ -256,9 +260,14 @@ pub fn ask_profile(
     });
     let Some((i, id, deadline)) = placed else {
         return Some((
-            Err(format!(
-                "all {PROFILE_SLOTS} profile request slots of the background worker stayed busy"
-            )),
+            Err(if waited_for_token.get() {
+                "every place in the background worker's request about this token stayed taken"
+                    .to_string()
+            } else {
+                format!(
+                    "all {PROFILE_SLOTS} profile request slots of the background worker stayed busy"
+                )
+            }),
             0.0,
         ));
     };

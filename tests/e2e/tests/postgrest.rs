@@ -599,10 +599,16 @@ fn an_unreachable_issuer_is_a_503_that_names_no_url_or_cause() {
     }
     // The operator finds the cause in the server log.
     let log = std::fs::read_to_string(std::env::var("OUTSETA_E2E_SERVER_LOG").unwrap()).unwrap();
+    // (the anonymous role is told no cause; the server log has it, with the URL)
     assert!(
         log.lines()
-            .any(|l| l.contains("outseta_pre_request: jwks_unavailable")
-                && l.contains("127.0.0.1:1/internal/jwks")),
+            .any(|l| l.contains("outseta_pre_request: jwks_unavailable")),
+        "no pre-request line in the server log"
+    );
+    assert!(
+        log.lines().any(|l| l.contains(
+            "outseta_auth: could not load the JWKS from http://127.0.0.1:1/internal/jwks"
+        )),
         "no cause in the server log"
     );
 }
