@@ -143,7 +143,7 @@ mod tests {
             format!("SET \"outseta_auth\".\"token\" = '{T}'"),
             format!("unterminated quoted string at or near \"'{T}\""),
             format!("UPDATE pg_settings SET setting = '{T}' WHERE name = 'outseta_auth.token'"),
-            format!("{T}"),
+            T.to_string(),
         ] {
             let got = hide(&text).unwrap_or_else(|| panic!("nothing hidden in {text}"));
             assert!(
