@@ -26,6 +26,20 @@ BEGIN
 
 DO $objects$
 BEGIN
+    -- What this script finds already there must be the installing role's: a table or type
+    -- another role made in the schema (where it may create) would decide trust.
+    IF EXISTS (SELECT FROM pg_catalog.pg_class c
+               WHERE c.relnamespace = '@extschema@'::regnamespace
+                 AND c.relname IN ('outseta_auth_config', 'outseta_auth_state', 'outseta_auth_keyset',
+                                   'outseta_auth_keys', 'outseta_auth_ignored_keys', 'outseta_auth_verified')
+                 AND c.relowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))
+       OR EXISTS (SELECT FROM pg_catalog.pg_type t
+                  WHERE t.typnamespace = '@extschema@'::regnamespace
+                    AND t.typname IN ('outseta_verify_result', '_outseta_outcome')
+                    AND t.typowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
+        RAISE EXCEPTION 'outseta_auth_sql: objects named like its own in schema % belong to another role', '@extschema@'
+            USING HINT = 'Install into a schema only the installing role can create objects in.';
+    END IF;
     IF pg_catalog.to_regtype('@extschema@.outseta_verify_result') IS NULL THEN
         CREATE TYPE @extschema@.outseta_verify_result AS (
             valid boolean,
@@ -199,7 +213,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_raise(code text, message text, detail text) RETURNS void
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     shown @extschema@._outseta_outcome := @extschema@._outseta_for_caller(ROW(NULL, code, message, detail));
     state text := @extschema@._outseta_sqlstate(code);
@@ -227,7 +242,8 @@ $fn$;
 -- that is the owner, so the session's role is asked.)
 CREATE OR REPLACE FUNCTION @extschema@._outseta_for_caller(o @extschema@._outseta_outcome)
 RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     IF o.code NOT IN ('jwks_unavailable', 'profile_unavailable')
             OR pg_has_role(session_user, 'pg_monitor', 'USAGE') THEN
@@ -250,7 +266,8 @@ $fn$;
 -- Attacker-controlled text (kid, alg, iss) in a message: at most 64 characters, control
 -- characters escaped, as the native edition's printable().
 CREATE OR REPLACE FUNCTION @extschema@._outseta_printable(s text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     head text := left(s, 64);
     out text := '';
@@ -280,7 +297,8 @@ $fn$;
 
 -- Strict base64url, or NULL.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_b64url(s text) RETURNS bytea
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     rest integer := length(s) % 4;
 BEGIN
@@ -307,7 +325,8 @@ $fn$;
 -- Bytes as text when they are well-formed UTF-8 without NUL, else NULL (never raises:
 -- the test runs on the hex form: ASCII, then the multi-byte forms of RFC 3629).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_utf8(b bytea) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     h text := encode(b, 'hex');
 BEGIN
@@ -340,7 +359,8 @@ BEGIN
         $fn$;
     ELSE
         CREATE OR REPLACE FUNCTION @extschema@._outseta_num(b bytea) RETURNS numeric
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
         DECLARE
             h text := encode(b, 'hex');
             len integer := length(h);
@@ -372,7 +392,8 @@ DO $json$
 BEGIN
     IF pg_catalog.current_setting('server_version_num')::integer >= 160000 THEN
         CREATE OR REPLACE FUNCTION @extschema@._outseta_jsonb(t text) RETURNS jsonb
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
         DECLARE
             j jsonb;
         BEGIN
@@ -388,7 +409,8 @@ BEGIN
         $fn$;
     ELSE
         CREATE OR REPLACE FUNCTION @extschema@._outseta_jsonb(t text) RETURNS jsonb
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE AS $fn$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
         DECLARE
             j jsonb;
         BEGIN
@@ -437,7 +459,8 @@ $fn$;
 -- modulus is too short for that hash.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_rsa_key(n numeric, nbytes integer,
     OUT digits integer, OUT mu numeric, OUT em256 numeric, OUT em384 numeric, OUT em512 numeric)
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     hash text;
     di bytea;
@@ -464,7 +487,8 @@ $fn$;
 -- multiplications instead of a division, which numeric makes about four times as costly.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_modpow(base numeric, e bigint, n numeric, mu numeric, digits integer)
 RETURNS numeric
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     lo numeric := ('1e-' || (digits - 1))::numeric;
     hi numeric := ('1e-' || (digits + 1))::numeric;
@@ -498,7 +522,8 @@ $fn$;
 CREATE OR REPLACE FUNCTION @extschema@._outseta_rsa_pkcs1_verify(
     n numeric, e bigint, nbytes integer, digits integer, mu numeric, em_base numeric,
     hash text, msg bytea, sig bytea) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     s numeric;
 BEGIN
@@ -518,7 +543,8 @@ $fn$;
 -- each of these small primes, a power of 65537. A random modulus passes all with negligible
 -- probability.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_has_roca(n numeric) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     p integer;
     r integer;
@@ -561,7 +587,8 @@ $fn$;
 CREATE OR REPLACE FUNCTION @extschema@._outseta_jwk(k jsonb,
     OUT family text, OUT alg text, OUT bits integer, OUT nbytes integer, OUT n numeric,
     OUT e bigint, OUT reason text)
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     kty text;
     nb bytea;
@@ -709,7 +736,8 @@ $fn$;
 -- or has no usable key, changes nothing and raises 22023 naming `what`.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_store_keys(doc jsonb, source text,
     fetched timestamptz, expires timestamptz, what text) RETURNS integer
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     parsed jsonb;
     usable integer;
@@ -818,7 +846,8 @@ $fn$;
 
 -- The URL rules of the native edition: at most 1024 bytes, https anywhere, http to loopback.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_url_problem(url text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     scheme text;
     authority text;
@@ -860,7 +889,8 @@ $fn$;
 
 -- The JWKS URL of an Outseta domain, or raise 22023.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_domain_url(domain text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     d text := rtrim(btrim(domain), '/');
     url text;
@@ -882,7 +912,8 @@ $fn$;
 -- Check a value for a setting as the native check hooks do (22023, the same messages) and
 -- return it as stored. Limits of the portable edition are refused here too.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_validate(name text, value text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     s record;
     item text;
@@ -988,7 +1019,8 @@ $fn$;
 -- Resolve the configuration once per change into outseta_auth_state, and empty the
 -- verified-token table when anything a verdict depends on changed.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_resolve() RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     domain text := btrim(@extschema@._outseta_setting('outseta_auth.domain'));
     literal text := btrim(@extschema@._outseta_setting('outseta_auth.jwks'));
@@ -1077,7 +1109,8 @@ $fn$;
 
 -- A NULL value is refused (never taken for "unset" silently).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_null_value(setting text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     PERFORM @extschema@._outseta_raise('config_error', format('invalid value for %s', setting),
         'the value is NULL; outseta_config_reset(setting) restores the default');
@@ -1105,7 +1138,8 @@ $fn$;
 -- When the key source changed, the key set of the old one is no longer trusted: a literal
 -- is parsed again, fetched or pushed keys must be pushed or fetched again.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_source_changed(before_source text[]) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     literal text := btrim(@extschema@._outseta_setting('outseta_auth.jwks'));
 BEGIN
@@ -1127,7 +1161,8 @@ $fn$;
 
 -- A key set's text as jsonb, or raise 22023 (not JSON).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_jwks_doc(t text) RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     j jsonb := @extschema@._outseta_jsonb(t);
 BEGIN
@@ -1164,7 +1199,8 @@ $fn$;
 -- The token setting, unless its value is a role or database default (pg_db_role_setting),
 -- which would act for every later session of that role (for example behind a pooler).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_token_setting() RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     raw text := current_setting('outseta_auth.token', true);
     t text := btrim(raw, E' \t\n\r\f');
@@ -1187,7 +1223,8 @@ $fn$;
 
 -- A request setting's text, or raise too_large (28000) over 64 KiB.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_request_json(name text) RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     raw text := current_setting(name, true);
     j jsonb;
@@ -1210,7 +1247,8 @@ $fn$;
 
 -- Whether the origin scheme://host[:port] names the authority host[:port] of a Host header.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_same_authority(origin text, host text) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     rest text;
     default_port text;
@@ -1230,7 +1268,8 @@ END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_authority(a text, default_port text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     x text := lower(btrim(a));
     i integer := length(x) - strpos(reverse(x), ':') + 1;
@@ -1253,7 +1292,8 @@ $fn$;
 -- scheme X-Forwarded-Proto names, when the proxy sets it), or no Origin, which for a method
 -- that changes data needs Sec-Fetch-Site: same-origin.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_cookie_allowed(headers jsonb, origins text[], method text) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     site text := btrim(coalesce(CASE WHEN jsonb_typeof(headers->'sec-fetch-site') = 'string' THEN headers->>'sec-fetch-site' END, ''));
     origin text := CASE WHEN jsonb_typeof(headers->'origin') = 'string' THEN rtrim(btrim(headers->>'origin'), '/') END;
@@ -1287,7 +1327,8 @@ $fn$;
 -- when the session's memo already holds this token, which only a checked token gets into.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_token_from(st @extschema@.outseta_auth_state, check_defaults boolean)
 RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     source text;
     t text;
@@ -1346,7 +1387,8 @@ $fn$;
 -- The claims rules (the native edition's claims::check) on a payload whose signature held.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_check_claims(payload bytea, st @extschema@.outseta_auth_state,
     now double precision) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     txt text := @extschema@._outseta_utf8(payload);
     c jsonb;
@@ -1437,7 +1479,8 @@ $fn$;
 -- The whole verification of one token under the resolved configuration, without caches.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_check(token text, st @extschema@.outseta_auth_state,
     now double precision) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     parts text[];
     header_bytes bytea;
@@ -1540,9 +1583,9 @@ BEGIN
     END IF;
 
     hash := CASE token_alg WHEN 'RS256' THEN 'SHA-256' WHEN 'RS384' THEN 'SHA-384' WHEN 'RS512' THEN 'SHA-512' END;
-    IF hash IS NULL OR key.family <> 'Rsa' OR NOT @extschema@._outseta_rsa_pkcs1_verify(key.n, key.e, key.nbytes,
+    IF hash IS NULL OR key.family <> 'Rsa' OR @extschema@._outseta_rsa_pkcs1_verify(key.n, key.e, key.nbytes,
             key.digits, key.mu, CASE hash WHEN 'SHA-256' THEN key.em256 WHEN 'SHA-384' THEN key.em384 ELSE key.em512 END,
-            hash, convert_to(parts[1] || '.' || parts[2], 'UTF8'), sig) THEN
+            hash, convert_to(parts[1] || '.' || parts[2], 'UTF8'), sig) IS NOT TRUE THEN
         RETURN @extschema@._outseta_fail('bad_signature', 'Outseta token has a bad signature',
             CASE WHEN kid IS NOT NULL THEN 'kid=' || @extschema@._outseta_printable(kid) END);
     END IF;
@@ -1576,7 +1619,8 @@ $fn$;
 
 -- Remember an entry in the session's memo.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_put(entry text) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     PERFORM set_config('outseta_auth_sql.memo',
         array_to_string(ARRAY[entry]
@@ -1604,11 +1648,10 @@ $fn$;
 -- read from the token), then the verified-token table (likewise), else the whole check,
 -- remembered in the memo, and in the table when the transaction can write. A remembered
 -- verdict counts only while the keys that gave it may be used (jwks_max_stale).
--- from_sources: the token came from the request's sources; on a miss they are read again
--- with the role-default check of outseta_auth.token.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict_under(token text, st @extschema@.outseta_auth_state,
-    from_sources boolean) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict_under(token text, st @extschema@.outseta_auth_state)
+RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     now double precision := extract(epoch FROM clock_timestamp());
     key_digest bytea;
@@ -1647,22 +1690,10 @@ BEGIN
             RETURN ROW(claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
         END IF;
     END IF;
-    IF from_sources THEN
-        token := @extschema@._outseta_token_from(st, true);
-        IF token IS NULL THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-    -- Keys missing or past their TTL: fetch first (where that is possible at all).
-    IF @extschema@._outseta_maybe_fetch(st, false) THEN
-        SELECT * INTO st FROM @extschema@.outseta_auth_state;
-    END IF;
+    -- No fetch from here: a caller's session may carry the http extension's options (a
+    -- proxy, TLS checks off) and would hold the owner's rows; keys are fetched by the owner
+    -- (outseta_refresh_jwks(), a pg_cron job) or pushed (outseta_set_jwks()).
     o := @extschema@._outseta_check(token, st, now);
-    -- The issuer may have rotated its keys since the last fetch.
-    IF o.code = 'unknown_kid' AND @extschema@._outseta_maybe_fetch(st, true) THEN
-        SELECT * INTO st FROM @extschema@.outseta_auth_state;
-        o := @extschema@._outseta_check(token, st, now);
-    END IF;
     IF o.code IS NULL THEN
         key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
         exp := @extschema@._outseta_f64((o.claims->>'exp')::numeric);
@@ -1690,7 +1721,7 @@ DECLARE
     st @extschema@.outseta_auth_state;
 BEGIN
     SELECT * INTO st FROM @extschema@.outseta_auth_state;
-    RETURN @extschema@._outseta_verdict_under(token, st, false);
+    RETURN @extschema@._outseta_verdict_under(token, st);
 END
 $fn$;
 
@@ -1724,7 +1755,13 @@ BEGIN
             RETURN ROW(claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
         END IF;
     END IF;
-    o := @extschema@._outseta_verdict_under(t, st, true);
+    -- Not in the memo: read the sources again, with the role-default check of
+    -- outseta_auth.token, before the verified-token table or a signature check.
+    t := @extschema@._outseta_token_from(st, true);
+    IF t IS NULL THEN
+        RETURN NULL;
+    END IF;
+    o := @extschema@._outseta_verdict_under(t, st);
     IF raise AND o.code IS NOT NULL THEN
         PERFORM @extschema@._outseta_raise(o.code, o.message, o.detail);
     END IF;
@@ -1738,9 +1775,11 @@ $fn$;
 -- as the http extension lets them be kept: https, or http to loopback only (the URL settings'
 -- rule); outseta_auth.http_timeout and http_connect_timeout; a 64 KiB cap; the answer of a
 -- redirect is refused (the http extension follows redirects itself: the request is made, its
--- keys are never used); Cache-Control max-age (at most a day), else jwks_cache_ttl; at most
--- one attempt per jwks_refresh_min_interval; past jwks_max_stale without a successful fetch,
--- verification fails closed (58000).
+-- keys are never used); Cache-Control max-age (at most a day), else jwks_cache_ttl; past
+-- jwks_max_stale without a successful fetch, verification fails closed (58000). Fetched only
+-- by the owner (outseta_refresh_jwks(), e.g. a pg_cron job), never from a caller's session:
+-- the http extension's options are the session's (a proxy, TLS checks off), and a caller's
+-- transaction would hold the owner's rows.
 
 -- The schema of the http extension, or NULL when it is not installed.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_http_schema() RETURNS name
@@ -1761,7 +1800,8 @@ $fn$;
 -- Fetch the key set of a URL source now and store it; returns the number of usable keys, or
 -- raises 58000 (jwks_unavailable) or 0A000 (no http extension). Owner only.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_fetch_jwks(st @extschema@.outseta_auth_state) RETURNS integer
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     http name := @extschema@._outseta_http_schema();
     url text := st.source_label;
@@ -1784,6 +1824,9 @@ BEGIN
     END IF;
     UPDATE @extschema@.outseta_auth_keyset SET last_attempt = clock_timestamp();
     BEGIN
+        -- The http extension keeps options for the session (a proxy, TLS checks): start
+        -- from its defaults, then set the timeouts.
+        EXECUTE format('SELECT %I.http_reset_curlopt()', http);
         EXECUTE format('SELECT %1$I.http_set_curlopt(''CURLOPT_TIMEOUT_MS'', $1), %1$I.http_set_curlopt(''CURLOPT_CONNECTTIMEOUT_MS'', $2)', http)
             USING @extschema@._outseta_setting('outseta_auth.http_timeout'),
                   @extschema@._outseta_setting('outseta_auth.http_connect_timeout');
@@ -1827,34 +1870,6 @@ BEGIN
 END
 $fn$;
 
--- Before a verification that needs the network: fetch when the key set is missing or past
--- its TTL, or (unknown_kid) when asked, at most once per jwks_refresh_min_interval, and only
--- where this transaction can write and the http extension is installed. Never raises.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_maybe_fetch(st @extschema@.outseta_auth_state, force boolean) RETURNS boolean
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
-DECLARE
-    ks record;
-    min_interval integer := @extschema@._outseta_setting('outseta_auth.jwks_refresh_min_interval')::integer;
-BEGIN
-    IF st.source_kind IS DISTINCT FROM 'url' OR current_setting('transaction_read_only') = 'on'
-            OR @extschema@._outseta_http_schema() IS NULL THEN
-        RETURN false;
-    END IF;
-    SELECT * INTO ks FROM @extschema@.outseta_auth_keyset;
-    IF NOT force AND ks.source = st.source_label AND ks.expires_at > clock_timestamp() THEN
-        RETURN false;
-    END IF;
-    IF ks.last_attempt + make_interval(secs => greatest(min_interval, 1)) > clock_timestamp() THEN
-        RETURN false;
-    END IF;
-    -- One session fetches; the others go on with what is stored.
-    IF NOT pg_try_advisory_xact_lock(hashtext('outseta_auth_sql jwks fetch')) THEN
-        RETURN false;
-    END IF;
-    RETURN @extschema@._outseta_fetch_jwks(st) >= 0;
-END
-$fn$;
-
 -- from portable/src/70_api.sql
 -- The SQL API: the native edition's functions with the same names, arguments, result types,
 -- strictness, volatility, SQLSTATEs and error codes. Parallel labels: the verify family and
@@ -1869,7 +1884,8 @@ $fn$;
 
 -- The claims of a token, or raise its error.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_claims_of(token text) RETURNS jsonb
-LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     o @extschema@._outseta_outcome := @extschema@._outseta_verdict(token);
 BEGIN
@@ -2078,7 +2094,8 @@ $fn$;
 
 -- HMAC-SHA256 (RFC 2104) over the built-in sha256().
 CREATE OR REPLACE FUNCTION @extschema@._outseta_hmac_sha256(key bytea, msg bytea) RETURNS bytea
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     k bytea := CASE WHEN octet_length(key) > 64 THEN sha256(key) ELSE key END;
     ipad bytea;
@@ -2220,9 +2237,9 @@ END
 $fn$;
 
 -- from portable/src/80_grants.sql
--- Privileges. PUBLIC may call the accessors, the verify family and the webhook check; it may
--- not change the configuration, read the secret, or write keys or verdicts. Every helper
--- that reads the configuration is the owner's alone.
+-- Privileges. PUBLIC may call the accessors, the verify family and the webhook check, and
+-- the few helpers they run as the caller; it may not change the configuration, read the
+-- secret, write keys or verdicts, or call any other helper (revoked, not merely unused).
 DO $grants$
 DECLARE
     f regprocedure;
@@ -2231,25 +2248,22 @@ BEGIN
         SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
         WHERE p.pronamespace = '@extschema@'::regnamespace
           AND (p.proname LIKE 'outseta\_%' OR p.proname LIKE '\_outseta\_%')
-          AND p.proname NOT IN ('outseta_config_set', 'outseta_config_reset', 'outseta_set_jwks',
-                                'outseta_refresh_jwks', 'outseta_jwks_status',
-                                '_outseta_setting', '_outseta_store_keys', '_outseta_resolve',
-                                '_outseta_source_changed', '_outseta_fetch_jwks', '_outseta_maybe_fetch',
-                                '_outseta_verdict_under', '_outseta_memo_put')
     LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
-    -- Functions are executable by PUBLIC when created: the owner's alone are revoked.
     FOR f IN
         SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
         WHERE p.pronamespace = '@extschema@'::regnamespace
-          AND p.proname IN ('outseta_config_set', 'outseta_config_reset', 'outseta_set_jwks',
-                            'outseta_refresh_jwks', 'outseta_jwks_status',
-                            '_outseta_setting', '_outseta_store_keys', '_outseta_resolve',
-                            '_outseta_source_changed', '_outseta_fetch_jwks', '_outseta_maybe_fetch',
-                                '_outseta_verdict_under', '_outseta_memo_put')
+          AND ((p.proname LIKE 'outseta\_%'
+                AND p.proname NOT IN ('outseta_config_set', 'outseta_config_reset', 'outseta_set_jwks',
+                                      'outseta_refresh_jwks', 'outseta_jwks_status'))
+               OR p.proname IN ('_outseta_claims_of', '_outseta_raise', '_outseta_for_caller',
+                                '_outseta_sqlstate', '_outseta_hint', '_outseta_error_text',
+                                '_outseta_result', '_outseta_fail', '_outseta_verdict',
+                                '_outseta_current_outcome', '_outseta_string',
+                                '_outseta_webhook_check', '_outseta_pre_request_settings'))
     LOOP
-        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
 END
 $grants$;

@@ -6,6 +6,20 @@
 
 DO $objects$
 BEGIN
+    -- What this script finds already there must be the installing role's: a table or type
+    -- another role made in the schema (where it may create) would decide trust.
+    IF EXISTS (SELECT FROM pg_catalog.pg_class c
+               WHERE c.relnamespace = '@extschema@'::regnamespace
+                 AND c.relname IN ('outseta_auth_config', 'outseta_auth_state', 'outseta_auth_keyset',
+                                   'outseta_auth_keys', 'outseta_auth_ignored_keys', 'outseta_auth_verified')
+                 AND c.relowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))
+       OR EXISTS (SELECT FROM pg_catalog.pg_type t
+                  WHERE t.typnamespace = '@extschema@'::regnamespace
+                    AND t.typname IN ('outseta_verify_result', '_outseta_outcome')
+                    AND t.typowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
+        RAISE EXCEPTION 'outseta_auth_sql: objects named like its own in schema % belong to another role', '@extschema@'
+            USING HINT = 'Install into a schema only the installing role can create objects in.';
+    END IF;
     IF pg_catalog.to_regtype('@extschema@.outseta_verify_result') IS NULL THEN
         CREATE TYPE @extschema@.outseta_verify_result AS (
             valid boolean,

@@ -36,7 +36,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_raise(code text, message text, detail text) RETURNS void
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     shown @extschema@._outseta_outcome := @extschema@._outseta_for_caller(ROW(NULL, code, message, detail));
     state text := @extschema@._outseta_sqlstate(code);
@@ -64,7 +65,8 @@ $fn$;
 -- that is the owner, so the session's role is asked.)
 CREATE OR REPLACE FUNCTION @extschema@._outseta_for_caller(o @extschema@._outseta_outcome)
 RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     IF o.code NOT IN ('jwks_unavailable', 'profile_unavailable')
             OR pg_has_role(session_user, 'pg_monitor', 'USAGE') THEN
@@ -87,7 +89,8 @@ $fn$;
 -- Attacker-controlled text (kid, alg, iss) in a message: at most 64 characters, control
 -- characters escaped, as the native edition's printable().
 CREATE OR REPLACE FUNCTION @extschema@._outseta_printable(s text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     head text := left(s, 64);
     out text := '';

@@ -4,7 +4,8 @@
 
 -- Strict base64url, or NULL.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_b64url(s text) RETURNS bytea
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     rest integer := length(s) % 4;
 BEGIN
@@ -31,7 +32,8 @@ $fn$;
 -- Bytes as text when they are well-formed UTF-8 without NUL, else NULL (never raises:
 -- the test runs on the hex form: ASCII, then the multi-byte forms of RFC 3629).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_utf8(b bytea) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     h text := encode(b, 'hex');
 BEGIN
@@ -64,7 +66,8 @@ BEGIN
         $fn$;
     ELSE
         CREATE OR REPLACE FUNCTION @extschema@._outseta_num(b bytea) RETURNS numeric
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
         DECLARE
             h text := encode(b, 'hex');
             len integer := length(h);

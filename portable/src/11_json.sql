@@ -6,7 +6,8 @@ DO $json$
 BEGIN
     IF pg_catalog.current_setting('server_version_num')::integer >= 160000 THEN
         CREATE OR REPLACE FUNCTION @extschema@._outseta_jsonb(t text) RETURNS jsonb
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
         DECLARE
             j jsonb;
         BEGIN
@@ -22,7 +23,8 @@ BEGIN
         $fn$;
     ELSE
         CREATE OR REPLACE FUNCTION @extschema@._outseta_jsonb(t text) RETURNS jsonb
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE AS $fn$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
         DECLARE
             j jsonb;
         BEGIN

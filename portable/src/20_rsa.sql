@@ -19,7 +19,8 @@ $fn$;
 -- modulus is too short for that hash.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_rsa_key(n numeric, nbytes integer,
     OUT digits integer, OUT mu numeric, OUT em256 numeric, OUT em384 numeric, OUT em512 numeric)
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     hash text;
     di bytea;
@@ -46,7 +47,8 @@ $fn$;
 -- multiplications instead of a division, which numeric makes about four times as costly.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_modpow(base numeric, e bigint, n numeric, mu numeric, digits integer)
 RETURNS numeric
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     lo numeric := ('1e-' || (digits - 1))::numeric;
     hi numeric := ('1e-' || (digits + 1))::numeric;
@@ -80,7 +82,8 @@ $fn$;
 CREATE OR REPLACE FUNCTION @extschema@._outseta_rsa_pkcs1_verify(
     n numeric, e bigint, nbytes integer, digits integer, mu numeric, em_base numeric,
     hash text, msg bytea, sig bytea) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     s numeric;
 BEGIN
@@ -100,7 +103,8 @@ $fn$;
 -- each of these small primes, a power of 65537. A random modulus passes all with negligible
 -- probability.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_has_roca(n numeric) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     p integer;
     r integer;

@@ -9,7 +9,8 @@
 CREATE OR REPLACE FUNCTION @extschema@._outseta_jwk(k jsonb,
     OUT family text, OUT alg text, OUT bits integer, OUT nbytes integer, OUT n numeric,
     OUT e bigint, OUT reason text)
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     kty text;
     nb bytea;
@@ -157,7 +158,8 @@ $fn$;
 -- or has no usable key, changes nothing and raises 22023 naming `what`.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_store_keys(doc jsonb, source text,
     fetched timestamptz, expires timestamptz, what text) RETURNS integer
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     parsed jsonb;
     usable integer;

@@ -43,7 +43,8 @@ $fn$;
 
 -- The URL rules of the native edition: at most 1024 bytes, https anywhere, http to loopback.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_url_problem(url text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     scheme text;
     authority text;
@@ -85,7 +86,8 @@ $fn$;
 
 -- The JWKS URL of an Outseta domain, or raise 22023.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_domain_url(domain text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     d text := rtrim(btrim(domain), '/');
     url text;
@@ -107,7 +109,8 @@ $fn$;
 -- Check a value for a setting as the native check hooks do (22023, the same messages) and
 -- return it as stored. Limits of the portable edition are refused here too.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_validate(name text, value text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     s record;
     item text;
@@ -213,7 +216,8 @@ $fn$;
 -- Resolve the configuration once per change into outseta_auth_state, and empty the
 -- verified-token table when anything a verdict depends on changed.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_resolve() RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     domain text := btrim(@extschema@._outseta_setting('outseta_auth.domain'));
     literal text := btrim(@extschema@._outseta_setting('outseta_auth.jwks'));
@@ -302,7 +306,8 @@ $fn$;
 
 -- A NULL value is refused (never taken for "unset" silently).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_null_value(setting text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     PERFORM @extschema@._outseta_raise('config_error', format('invalid value for %s', setting),
         'the value is NULL; outseta_config_reset(setting) restores the default');
@@ -330,7 +335,8 @@ $fn$;
 -- When the key source changed, the key set of the old one is no longer trusted: a literal
 -- is parsed again, fetched or pushed keys must be pushed or fetched again.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_source_changed(before_source text[]) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     literal text := btrim(@extschema@._outseta_setting('outseta_auth.jwks'));
 BEGIN
@@ -352,7 +358,8 @@ $fn$;
 
 -- A key set's text as jsonb, or raise 22023 (not JSON).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_jwks_doc(t text) RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     j jsonb := @extschema@._outseta_jsonb(t);
 BEGIN

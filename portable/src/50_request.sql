@@ -7,7 +7,8 @@
 -- The token setting, unless its value is a role or database default (pg_db_role_setting),
 -- which would act for every later session of that role (for example behind a pooler).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_token_setting() RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     raw text := current_setting('outseta_auth.token', true);
     t text := btrim(raw, E' \t\n\r\f');
@@ -30,7 +31,8 @@ $fn$;
 
 -- A request setting's text, or raise too_large (28000) over 64 KiB.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_request_json(name text) RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     raw text := current_setting(name, true);
     j jsonb;
@@ -53,7 +55,8 @@ $fn$;
 
 -- Whether the origin scheme://host[:port] names the authority host[:port] of a Host header.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_same_authority(origin text, host text) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     rest text;
     default_port text;
@@ -73,7 +76,8 @@ END
 $fn$;
 
 CREATE OR REPLACE FUNCTION @extschema@._outseta_authority(a text, default_port text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     x text := lower(btrim(a));
     i integer := length(x) - strpos(reverse(x), ':') + 1;
@@ -96,7 +100,8 @@ $fn$;
 -- scheme X-Forwarded-Proto names, when the proxy sets it), or no Origin, which for a method
 -- that changes data needs Sec-Fetch-Site: same-origin.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_cookie_allowed(headers jsonb, origins text[], method text) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     site text := btrim(coalesce(CASE WHEN jsonb_typeof(headers->'sec-fetch-site') = 'string' THEN headers->>'sec-fetch-site' END, ''));
     origin text := CASE WHEN jsonb_typeof(headers->'origin') = 'string' THEN rtrim(btrim(headers->>'origin'), '/') END;
@@ -130,7 +135,8 @@ $fn$;
 -- when the session's memo already holds this token, which only a checked token gets into.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_token_from(st @extschema@.outseta_auth_state, check_defaults boolean)
 RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     source text;
     t text;

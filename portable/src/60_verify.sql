@@ -5,7 +5,8 @@
 -- The claims rules (the native edition's claims::check) on a payload whose signature held.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_check_claims(payload bytea, st @extschema@.outseta_auth_state,
     now double precision) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     txt text := @extschema@._outseta_utf8(payload);
     c jsonb;
@@ -96,7 +97,8 @@ $fn$;
 -- The whole verification of one token under the resolved configuration, without caches.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_check(token text, st @extschema@.outseta_auth_state,
     now double precision) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     parts text[];
     header_bytes bytea;
@@ -199,9 +201,9 @@ BEGIN
     END IF;
 
     hash := CASE token_alg WHEN 'RS256' THEN 'SHA-256' WHEN 'RS384' THEN 'SHA-384' WHEN 'RS512' THEN 'SHA-512' END;
-    IF hash IS NULL OR key.family <> 'Rsa' OR NOT @extschema@._outseta_rsa_pkcs1_verify(key.n, key.e, key.nbytes,
+    IF hash IS NULL OR key.family <> 'Rsa' OR @extschema@._outseta_rsa_pkcs1_verify(key.n, key.e, key.nbytes,
             key.digits, key.mu, CASE hash WHEN 'SHA-256' THEN key.em256 WHEN 'SHA-384' THEN key.em384 ELSE key.em512 END,
-            hash, convert_to(parts[1] || '.' || parts[2], 'UTF8'), sig) THEN
+            hash, convert_to(parts[1] || '.' || parts[2], 'UTF8'), sig) IS NOT TRUE THEN
         RETURN @extschema@._outseta_fail('bad_signature', 'Outseta token has a bad signature',
             CASE WHEN kid IS NOT NULL THEN 'kid=' || @extschema@._outseta_printable(kid) END);
     END IF;
@@ -235,7 +237,8 @@ $fn$;
 
 -- Remember an entry in the session's memo.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_memo_put(entry text) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     PERFORM set_config('outseta_auth_sql.memo',
         array_to_string(ARRAY[entry]
@@ -263,11 +266,10 @@ $fn$;
 -- read from the token), then the verified-token table (likewise), else the whole check,
 -- remembered in the memo, and in the table when the transaction can write. A remembered
 -- verdict counts only while the keys that gave it may be used (jwks_max_stale).
--- from_sources: the token came from the request's sources; on a miss they are read again
--- with the role-default check of outseta_auth.token.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict_under(token text, st @extschema@.outseta_auth_state,
-    from_sources boolean) RETURNS @extschema@._outseta_outcome
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+CREATE OR REPLACE FUNCTION @extschema@._outseta_verdict_under(token text, st @extschema@.outseta_auth_state)
+RETURNS @extschema@._outseta_outcome
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     now double precision := extract(epoch FROM clock_timestamp());
     key_digest bytea;
@@ -306,22 +308,10 @@ BEGIN
             RETURN ROW(claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
         END IF;
     END IF;
-    IF from_sources THEN
-        token := @extschema@._outseta_token_from(st, true);
-        IF token IS NULL THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-    -- Keys missing or past their TTL: fetch first (where that is possible at all).
-    IF @extschema@._outseta_maybe_fetch(st, false) THEN
-        SELECT * INTO st FROM @extschema@.outseta_auth_state;
-    END IF;
+    -- No fetch from here: a caller's session may carry the http extension's options (a
+    -- proxy, TLS checks off) and would hold the owner's rows; keys are fetched by the owner
+    -- (outseta_refresh_jwks(), a pg_cron job) or pushed (outseta_set_jwks()).
     o := @extschema@._outseta_check(token, st, now);
-    -- The issuer may have rotated its keys since the last fetch.
-    IF o.code = 'unknown_kid' AND @extschema@._outseta_maybe_fetch(st, true) THEN
-        SELECT * INTO st FROM @extschema@.outseta_auth_state;
-        o := @extschema@._outseta_check(token, st, now);
-    END IF;
     IF o.code IS NULL THEN
         key_digest := sha256(convert_to(token, 'UTF8') || st.trust);
         exp := @extschema@._outseta_f64((o.claims->>'exp')::numeric);
@@ -349,7 +339,7 @@ DECLARE
     st @extschema@.outseta_auth_state;
 BEGIN
     SELECT * INTO st FROM @extschema@.outseta_auth_state;
-    RETURN @extschema@._outseta_verdict_under(token, st, false);
+    RETURN @extschema@._outseta_verdict_under(token, st);
 END
 $fn$;
 
@@ -383,7 +373,13 @@ BEGIN
             RETURN ROW(claims, NULL, NULL, NULL)::@extschema@._outseta_outcome;
         END IF;
     END IF;
-    o := @extschema@._outseta_verdict_under(t, st, true);
+    -- Not in the memo: read the sources again, with the role-default check of
+    -- outseta_auth.token, before the verified-token table or a signature check.
+    t := @extschema@._outseta_token_from(st, true);
+    IF t IS NULL THEN
+        RETURN NULL;
+    END IF;
+    o := @extschema@._outseta_verdict_under(t, st);
     IF raise AND o.code IS NOT NULL THEN
         PERFORM @extschema@._outseta_raise(o.code, o.message, o.detail);
     END IF;

@@ -3,9 +3,11 @@
 -- as the http extension lets them be kept: https, or http to loopback only (the URL settings'
 -- rule); outseta_auth.http_timeout and http_connect_timeout; a 64 KiB cap; the answer of a
 -- redirect is refused (the http extension follows redirects itself: the request is made, its
--- keys are never used); Cache-Control max-age (at most a day), else jwks_cache_ttl; at most
--- one attempt per jwks_refresh_min_interval; past jwks_max_stale without a successful fetch,
--- verification fails closed (58000).
+-- keys are never used); Cache-Control max-age (at most a day), else jwks_cache_ttl; past
+-- jwks_max_stale without a successful fetch, verification fails closed (58000). Fetched only
+-- by the owner (outseta_refresh_jwks(), e.g. a pg_cron job), never from a caller's session:
+-- the http extension's options are the session's (a proxy, TLS checks off), and a caller's
+-- transaction would hold the owner's rows.
 
 -- The schema of the http extension, or NULL when it is not installed.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_http_schema() RETURNS name
@@ -26,7 +28,8 @@ $fn$;
 -- Fetch the key set of a URL source now and store it; returns the number of usable keys, or
 -- raises 58000 (jwks_unavailable) or 0A000 (no http extension). Owner only.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_fetch_jwks(st @extschema@.outseta_auth_state) RETURNS integer
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     http name := @extschema@._outseta_http_schema();
     url text := st.source_label;
@@ -49,6 +52,9 @@ BEGIN
     END IF;
     UPDATE @extschema@.outseta_auth_keyset SET last_attempt = clock_timestamp();
     BEGIN
+        -- The http extension keeps options for the session (a proxy, TLS checks): start
+        -- from its defaults, then set the timeouts.
+        EXECUTE format('SELECT %I.http_reset_curlopt()', http);
         EXECUTE format('SELECT %1$I.http_set_curlopt(''CURLOPT_TIMEOUT_MS'', $1), %1$I.http_set_curlopt(''CURLOPT_CONNECTTIMEOUT_MS'', $2)', http)
             USING @extschema@._outseta_setting('outseta_auth.http_timeout'),
                   @extschema@._outseta_setting('outseta_auth.http_connect_timeout');
@@ -89,33 +95,5 @@ BEGIN
     UPDATE @extschema@.outseta_auth_keyset SET last_attempt = clock_timestamp();
     PERFORM @extschema@._outseta_resolve();
     RETURN n;
-END
-$fn$;
-
--- Before a verification that needs the network: fetch when the key set is missing or past
--- its TTL, or (unknown_kid) when asked, at most once per jwks_refresh_min_interval, and only
--- where this transaction can write and the http extension is installed. Never raises.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_maybe_fetch(st @extschema@.outseta_auth_state, force boolean) RETURNS boolean
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $fn$
-DECLARE
-    ks record;
-    min_interval integer := @extschema@._outseta_setting('outseta_auth.jwks_refresh_min_interval')::integer;
-BEGIN
-    IF st.source_kind IS DISTINCT FROM 'url' OR current_setting('transaction_read_only') = 'on'
-            OR @extschema@._outseta_http_schema() IS NULL THEN
-        RETURN false;
-    END IF;
-    SELECT * INTO ks FROM @extschema@.outseta_auth_keyset;
-    IF NOT force AND ks.source = st.source_label AND ks.expires_at > clock_timestamp() THEN
-        RETURN false;
-    END IF;
-    IF ks.last_attempt + make_interval(secs => greatest(min_interval, 1)) > clock_timestamp() THEN
-        RETURN false;
-    END IF;
-    -- One session fetches; the others go on with what is stored.
-    IF NOT pg_try_advisory_xact_lock(hashtext('outseta_auth_sql jwks fetch')) THEN
-        RETURN false;
-    END IF;
-    RETURN @extschema@._outseta_fetch_jwks(st) >= 0;
 END
 $fn$;

@@ -11,7 +11,8 @@ $fn$;
 
 -- The claims of a token, or raise its error.
 CREATE OR REPLACE FUNCTION @extschema@._outseta_claims_of(token text) RETURNS jsonb
-LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE AS $fn$
+LANGUAGE plpgsql STRICT STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     o @extschema@._outseta_outcome := @extschema@._outseta_verdict(token);
 BEGIN
@@ -220,7 +221,8 @@ $fn$;
 
 -- HMAC-SHA256 (RFC 2104) over the built-in sha256().
 CREATE OR REPLACE FUNCTION @extschema@._outseta_hmac_sha256(key bytea, msg bytea) RETURNS bytea
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     k bytea := CASE WHEN octet_length(key) > 64 THEN sha256(key) ELSE key END;
     ipad bytea;

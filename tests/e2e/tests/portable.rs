@@ -453,6 +453,12 @@ mod portable_edition {
         let key = SigningKey::generate("k1");
         let _owner = configured("portable_role_default", &key);
         let token = key.mint(&claims("L9nqAzQZ", 600));
+        // Verified once elsewhere: the verified-token table holds it (no shortcut past the
+        // role-default check).
+        assert_eq!(
+            try_verify(&mut app("portable_role_default"), &token),
+            (true, None)
+        );
         let mut su = connect_as(port(), "postgres", "portable_role_default");
         su.batch_execute(&format!(
             "ALTER ROLE {APP} IN DATABASE portable_role_default SET outseta_auth.token = '{token}'"
@@ -749,5 +755,54 @@ mod portable_edition {
         // A remembered token expires like any other: exp comes from its claims.
         std::thread::sleep(std::time::Duration::from_millis(3100));
         assert_eq!(try_verify(&mut c, &soon), (false, Some("expired".into())));
+    }
+
+    #[test]
+    fn a_callers_types_in_pg_temp_never_run_as_the_owner() {
+        let key = SigningKey::generate("k1");
+        let _owner = configured("portable_pg_temp_types", &key);
+        let token = key.mint(&claims("L9nqAzQZ", 600));
+        let mut c = app("portable_pg_temp_types");
+        // A domain named like the types the edition's variables use, whose check runs a
+        // function of the caller's: if any of the edition's code took it, that function would
+        // run (as the owner, inside a SECURITY DEFINER function) and leave a mark.
+        c.batch_execute(
+            "CREATE FUNCTION pg_temp.mark(v pg_catalog.text) RETURNS boolean LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_catalog.set_config('portable.pwned', current_user, false); RETURN true; END $$;
+             CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.mark(VALUE));
+             CREATE DOMAIN pg_temp.jsonb AS pg_catalog.jsonb CHECK (pg_temp.mark(VALUE::pg_catalog.text));
+             CREATE DOMAIN pg_temp.bytea AS pg_catalog.bytea CHECK (pg_temp.mark('x'));
+             SET search_path = pg_temp, public, pg_catalog;",
+        )
+        .unwrap();
+        for stmt in [
+            "SELECT public._outseta_raise('malformed', 'm', NULL)",
+            "SELECT public._outseta_for_caller(ROW(NULL, 'jwks_unavailable', 'm', 'd')::public._outseta_outcome)",
+            "SELECT public._outseta_printable('x')",
+            "SELECT public._outseta_check('a.b.c', s, 0) FROM public.outseta_auth_state s",
+        ] {
+            let _ = c.batch_execute(stmt);
+        }
+        c.batch_execute("SET search_path = public, pg_catalog")
+            .unwrap();
+        assert_eq!(try_verify(&mut c, &token), (true, None));
+        let mut tx = c.transaction().unwrap();
+        tx.execute(
+            "SELECT set_config('outseta_auth.token', $1, true)",
+            &[&token],
+        )
+        .unwrap();
+        let sub: Option<String> = tx.query_one("SELECT outseta_sub()", &[]).unwrap().get(0);
+        assert_eq!(sub.as_deref(), Some("L9nqAzQZ"));
+        tx.rollback().unwrap();
+        let mark: Option<String> = c
+            .query_one("SELECT current_setting('portable.pwned', true)", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            mark.as_deref().unwrap_or(""),
+            "",
+            "a caller's type ran in the edition's code"
+        );
     }
 }

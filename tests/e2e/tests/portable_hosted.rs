@@ -318,12 +318,32 @@ mod hosted {
             &[],
         )
         .unwrap();
+        // The http extension's session options (a proxy nobody runs) are not the fetch's:
+        // it starts from the extension's defaults.
+        p.batch_execute(
+            "SELECT extensions.http_set_curlopt('CURLOPT_PROXY', 'http://127.0.0.1:9')",
+        )
+        .unwrap();
         let n: i32 = p
             .query_one("SELECT extensions.outseta_refresh_jwks()", &[])
             .unwrap()
             .get(0);
         assert_eq!(n, 1);
         assert!(h.issuer.hits("/.well-known/jwks") >= before + 3);
+        // An ordinary role's token with a kid nobody has makes no fetch (a caller's session
+        // may carry a proxy of its own): keys come from the owner's refresh only.
+        let before = h.issuer.hits("/.well-known/jwks");
+        let stranger = outseta_dev::SigningKey::generate("unknown-kid");
+        let forged =
+            stranger.mint(&json!({"sub": JANE, "iss": ISSUER, "exp": outseta_dev::now() + 600}));
+        let r = client(json!([{"token": forged, "via": "header", "op": "select"}]));
+        assert_eq!(r[0]["status"], 401, "{}", r[0]);
+        assert_eq!(r[0]["error"]["code"], "unknown_kid", "{}", r[0]);
+        assert_eq!(
+            h.issuer.hits("/.well-known/jwks"),
+            before,
+            "no fetch from a caller's request"
+        );
         // Tokens verify throughout: the key set in use was never replaced by a failed fetch.
         let r = client(json!([{"token": token(JANE, ACME), "via": "header", "op": "select"}]));
         assert_eq!(r[0]["status"], 200, "{}", r[0]);
