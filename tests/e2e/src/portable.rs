@@ -54,28 +54,32 @@ pub fn psql_file_with(port: u16, user: &str, db: &str, file: &str, search_path: 
     );
 }
 
+/// A new database `name` on the cluster at `port`, owned by `roles[0]`, with every role of
+/// `roles` a LOGIN role (made if missing, safely when tests do it at once); a superuser's
+/// connection to it.
+pub fn new_database(port: u16, name: &str, roles: &[&str]) -> Client {
+    let mut su = connect_as(port, "postgres", "postgres");
+    for role in roles {
+        su.batch_execute(&format!(
+            "DO $$ BEGIN
+                 CREATE ROLE {role} LOGIN NOSUPERUSER;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$"
+        ))
+        .unwrap();
+    }
+    su.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
+    su.batch_execute(&format!("CREATE DATABASE {name} OWNER {}", roles[0]))
+        .unwrap();
+    connect_as(port, "postgres", name)
+}
+
 /// A new database `name` owned by [`OWNER`], with the portable edition installed into its
 /// schema `public` by that role. Returns the owner's connection.
 pub fn fresh_db(name: &str) -> Client {
     let port = port();
-    let mut su = connect_as(port, "postgres", "postgres");
-    static ROLES: std::sync::Once = std::sync::Once::new();
-    ROLES.call_once(|| {
-        for role in [OWNER, APP] {
-            su.batch_execute(&format!(
-                "DO $$ BEGIN
-                     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
-                         CREATE ROLE {role} LOGIN NOSUPERUSER;
-                     END IF;
-                 END $$"
-            ))
-            .unwrap();
-        }
-    });
-    su.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .unwrap();
-    su.batch_execute(&format!("CREATE DATABASE {name} OWNER {OWNER}"))
-        .unwrap();
+    new_database(port, name, &[OWNER, APP]);
     let mut db = connect_as(port, "postgres", name);
     // As on PostgreSQL 15 on: only the database owner may create in public.
     db.batch_execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO pg_database_owner;")

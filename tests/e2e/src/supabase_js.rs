@@ -39,3 +39,16 @@ pub fn run(url: &str, anon_key: &str, steps: Value) -> Vec<Value> {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     v.as_array().unwrap().clone()
 }
+
+/// The titles a select step returned (status 200 asserted), leaving out the rows the writes
+/// tests add and remove meanwhile (titled "sb: ...").
+pub fn titles(r: &Value) -> Vec<&str> {
+    assert_eq!(r["status"], 200, "{r}");
+    r["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|row| row["title"].as_str().unwrap())
+        .filter(|t| !t.starts_with("sb: "))
+        .collect()
+}

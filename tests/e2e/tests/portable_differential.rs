@@ -10,7 +10,7 @@
 
 use outseta_dev::{b64url, now, SigningKey};
 use outseta_e2e::connect_as;
-use outseta_e2e::portable::{port, psql_file_with, script, APP, OWNER};
+use outseta_e2e::portable::{new_database, port, psql_file_with, script, APP, OWNER};
 use postgres::Client;
 use serde_json::{json, Value};
 
@@ -70,22 +70,7 @@ fn setup(db_name: &str, jwks: &Value) -> Client {
     #[allow(non_snake_case)]
     let DB = db_name.as_str();
     let port = port();
-    let mut su = connect_as(port, "postgres", "postgres");
-    for role in [OWNER, APP] {
-        su.batch_execute(&format!(
-            "DO $$ BEGIN
-                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
-                     CREATE ROLE {role} LOGIN NOSUPERUSER;
-                 END IF;
-             END $$"
-        ))
-        .unwrap();
-    }
-    su.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
-        .unwrap();
-    su.batch_execute(&format!("CREATE DATABASE {DB} OWNER {OWNER}"))
-        .unwrap();
-    let mut db = connect_as(port, "postgres", DB);
+    let mut db = new_database(port, DB, &[OWNER, APP]);
     let literal = jwks.to_string().replace('\'', "''");
     db.batch_execute(&format!(
         "CREATE SCHEMA native;

@@ -158,17 +158,6 @@ fn client(steps: Value) -> Vec<Value> {
     supabase_js::run(&h.url, &h.anon_key, steps)
 }
 
-fn titles(r: &Value) -> Vec<&str> {
-    assert_eq!(r["status"], 200, "{r}");
-    r["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{r}"))
-        .iter()
-        .map(|row| row["title"].as_str().unwrap())
-        .filter(|t| !t.starts_with("sb: "))
-        .collect()
-}
-
 fn count_titled(title: &str) -> i64 {
     superuser("postgres")
         .query_one("SELECT count(*) FROM todos WHERE title = $1", &[&title])
@@ -192,14 +181,14 @@ mod hosted {
             {"token": jane, "via": "header", "op": "select"},
         ]));
         let jane_sees = vec!["jane: book dentist", "jane: renew passport"];
-        assert_eq!(titles(&r[0]), jane_sees, "Jane");
-        assert_eq!(titles(&r[1]), vec!["bob: fix the bike"], "Bob");
-        assert!(titles(&r[2]).is_empty(), "the anon key alone sees nothing");
+        assert_eq!(supabase_js::titles(&r[0]), jane_sees, "Jane");
+        assert_eq!(supabase_js::titles(&r[1]), vec!["bob: fix the bike"], "Bob");
+        assert!(supabase_js::titles(&r[2]).is_empty(), "the anon key alone sees nothing");
         let me = &r[3]["data"];
         assert_eq!(me["current_user"], "authenticated", "{me}");
         assert_eq!(me["sub"], JANE, "{me}");
         assert_eq!(me["iss"], ISSUER, "{me}");
-        assert_eq!(titles(&r[4]), jane_sees, "Jane again");
+        assert_eq!(supabase_js::titles(&r[4]), jane_sees, "Jane again");
     }
 
     #[test]

@@ -84,19 +84,6 @@ fn client(steps: Value) -> Vec<Value> {
     outseta_e2e::supabase_js::run(&s.url, &s.anon_key, steps)
 }
 
-/// The titles a select returned, leaving out the rows the writes test adds and removes
-/// meanwhile (titled "sb: ...").
-fn titles(r: &Value) -> Vec<&str> {
-    assert_eq!(r["status"], 200, "{r}");
-    r["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{r}"))
-        .iter()
-        .map(|row| row["title"].as_str().unwrap())
-        .filter(|t| !t.starts_with("sb: "))
-        .collect()
-}
-
 /// Rows with this title, as a superuser (RLS does not apply).
 fn count_titled(title: &str) -> i64 {
     connect_as(fixture().port, "postgres", DB)
@@ -120,11 +107,11 @@ fn the_guides_policies_work_unchanged_for_reads() {
         {"op": "whoami"},
     ]));
     let jane_sees = vec!["jane: book dentist", "jane: renew passport"];
-    assert_eq!(titles(&r[0]), jane_sees, "Jane, header");
-    assert_eq!(titles(&r[1]), jane_sees, "Jane, cookie");
-    assert_eq!(titles(&r[2]), vec!["bob: fix the bike"], "Bob");
-    assert!(titles(&r[3]).is_empty(), "a third person sees nothing");
-    assert!(titles(&r[4]).is_empty(), "the anon key alone sees nothing");
+    assert_eq!(supabase_js::titles(&r[0]), jane_sees, "Jane, header");
+    assert_eq!(supabase_js::titles(&r[1]), jane_sees, "Jane, cookie");
+    assert_eq!(supabase_js::titles(&r[2]), vec!["bob: fix the bike"], "Bob");
+    assert!(supabase_js::titles(&r[3]).is_empty(), "a third person sees nothing");
+    assert!(supabase_js::titles(&r[4]).is_empty(), "the anon key alone sees nothing");
     // auth.jwt() / auth.role() as Supabase defines them see the verified Outseta claims.
     let me = &r[5]["data"];
     assert_eq!(me["current_user"], "authenticated", "{me}");

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outseta_dev::{b64url, hmac_sha256, now, SigningKey};
-use outseta_e2e::portable::{psql_file_with, script};
+use outseta_e2e::portable::{new_database, psql_file_with, script};
 use outseta_e2e::{connect_as, pgbench, start_postgrest};
 use postgres::Client;
 use serde_json::json;
@@ -64,19 +64,7 @@ struct Target {
 }
 
 fn setup(port: u16, keys: &[&SigningKey], pgsqljwt: Option<&str>) -> Client {
-    let mut su = connect_as(port, "postgres", "postgres");
-    for role in [OWNER, APP] {
-        su.batch_execute(&format!(
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
-                 CREATE ROLE {role} LOGIN; END IF; END $$"
-        ))
-        .unwrap();
-    }
-    su.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
-        .unwrap();
-    su.batch_execute(&format!("CREATE DATABASE {DB} OWNER {OWNER}"))
-        .unwrap();
-    let mut db = connect_as(port, "postgres", DB);
+    let mut db = new_database(port, DB, &[OWNER, APP]);
     let jwks = json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()}).to_string();
     db.batch_execute(&format!(
         "CREATE SCHEMA native; CREATE EXTENSION outseta_auth SCHEMA native;
