@@ -183,7 +183,10 @@ mod hosted {
         let jane_sees = vec!["jane: book dentist", "jane: renew passport"];
         assert_eq!(supabase_js::titles(&r[0]), jane_sees, "Jane");
         assert_eq!(supabase_js::titles(&r[1]), vec!["bob: fix the bike"], "Bob");
-        assert!(supabase_js::titles(&r[2]).is_empty(), "the anon key alone sees nothing");
+        assert!(
+            supabase_js::titles(&r[2]).is_empty(),
+            "the anon key alone sees nothing"
+        );
         let me = &r[3]["data"];
         assert_eq!(me["current_user"], "authenticated", "{me}");
         assert_eq!(me["sub"], JANE, "{me}");

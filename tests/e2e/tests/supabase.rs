@@ -110,8 +110,14 @@ fn the_guides_policies_work_unchanged_for_reads() {
     assert_eq!(supabase_js::titles(&r[0]), jane_sees, "Jane, header");
     assert_eq!(supabase_js::titles(&r[1]), jane_sees, "Jane, cookie");
     assert_eq!(supabase_js::titles(&r[2]), vec!["bob: fix the bike"], "Bob");
-    assert!(supabase_js::titles(&r[3]).is_empty(), "a third person sees nothing");
-    assert!(supabase_js::titles(&r[4]).is_empty(), "the anon key alone sees nothing");
+    assert!(
+        supabase_js::titles(&r[3]).is_empty(),
+        "a third person sees nothing"
+    );
+    assert!(
+        supabase_js::titles(&r[4]).is_empty(),
+        "the anon key alone sees nothing"
+    );
     // auth.jwt() / auth.role() as Supabase defines them see the verified Outseta claims.
     let me = &r[5]["data"];
     assert_eq!(me["current_user"], "authenticated", "{me}");
