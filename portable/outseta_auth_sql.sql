@@ -120,12 +120,8 @@ CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_keyset (
     fetched_at timestamptz,
     expires_at timestamptz,
     fetch_count bigint NOT NULL DEFAULT 0,
-    last_error text,
-    last_attempt timestamptz
+    last_error text
 );
-
--- Columns added after a table's first release are added here, for a run of a newer script.
-ALTER TABLE @extschema@.outseta_auth_keyset ADD COLUMN IF NOT EXISTS last_attempt timestamptz;
 
 -- Its usable keys (RSA keys with the modulus as numeric), and the ones set aside.
 CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_keys (
@@ -314,12 +310,6 @@ BEGIN
     END IF;
     RETURN decode(replace(replace(s, '-', '+'), '_', '/') || repeat('=', (4 - rest) % 4), 'base64');
 END
-$fn$;
-
--- base64url without padding.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_b64url_encode(b bytea) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
-    SELECT translate(encode(b, 'base64'), E'+/=\n', '-_')
 $fn$;
 
 -- Bytes as text when they are well-formed UTF-8 without NUL, else NULL (never raises:
@@ -1792,9 +1782,9 @@ $fn$;
 -- Record a failed attempt (kept with the key set, shown by outseta_jwks_status()).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_fetch_failed(url text, cause text) RETURNS void
 LANGUAGE sql VOLATILE PARALLEL UNSAFE AS $fn$
-    INSERT INTO @extschema@.outseta_auth_keyset AS s (source, digest, version, last_error, last_attempt)
-    VALUES ('', '\x', 0, cause, clock_timestamp())
-    ON CONFLICT (id) DO UPDATE SET last_error = excluded.last_error, last_attempt = excluded.last_attempt
+    INSERT INTO @extschema@.outseta_auth_keyset AS s (source, digest, version, last_error)
+    VALUES ('', '\x', 0, cause)
+    ON CONFLICT (id) DO UPDATE SET last_error = excluded.last_error
 $fn$;
 
 -- Fetch the key set of a URL source now and store it; returns the number of usable keys, or
@@ -1822,7 +1812,6 @@ BEGIN
             'fetching the JWKS needs the http extension',
             'CREATE EXTENSION http (on Supabase, in the schema extensions); or push the key set with outseta_set_jwks() from a cron job or a deploy step');
     END IF;
-    UPDATE @extschema@.outseta_auth_keyset SET last_attempt = clock_timestamp();
     BEGIN
         -- The http extension keeps options for the session (a proxy, TLS checks): start
         -- from its defaults, then set the timeouts.
@@ -1864,7 +1853,6 @@ BEGIN
         PERFORM @extschema@._outseta_fetch_failed(url, cause);
         RETURN -1;
     END IF;
-    UPDATE @extschema@.outseta_auth_keyset SET last_attempt = clock_timestamp();
     PERFORM @extschema@._outseta_resolve();
     RETURN n;
 END

@@ -100,12 +100,8 @@ CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_keyset (
     fetched_at timestamptz,
     expires_at timestamptz,
     fetch_count bigint NOT NULL DEFAULT 0,
-    last_error text,
-    last_attempt timestamptz
+    last_error text
 );
-
--- Columns added after a table's first release are added here, for a run of a newer script.
-ALTER TABLE @extschema@.outseta_auth_keyset ADD COLUMN IF NOT EXISTS last_attempt timestamptz;
 
 -- Its usable keys (RSA keys with the modulus as numeric), and the ones set aside.
 CREATE TABLE IF NOT EXISTS @extschema@.outseta_auth_keys (

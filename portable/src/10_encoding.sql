@@ -23,12 +23,6 @@ BEGIN
 END
 $fn$;
 
--- base64url without padding.
-CREATE OR REPLACE FUNCTION @extschema@._outseta_b64url_encode(b bytea) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
-    SELECT translate(encode(b, 'base64'), E'+/=\n', '-_')
-$fn$;
-
 -- Bytes as text when they are well-formed UTF-8 without NUL, else NULL (never raises:
 -- the test runs on the hex form: ASCII, then the multi-byte forms of RFC 3629).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_utf8(b bytea) RETURNS text

@@ -20,9 +20,9 @@ $fn$;
 -- Record a failed attempt (kept with the key set, shown by outseta_jwks_status()).
 CREATE OR REPLACE FUNCTION @extschema@._outseta_fetch_failed(url text, cause text) RETURNS void
 LANGUAGE sql VOLATILE PARALLEL UNSAFE AS $fn$
-    INSERT INTO @extschema@.outseta_auth_keyset AS s (source, digest, version, last_error, last_attempt)
-    VALUES ('', '\x', 0, cause, clock_timestamp())
-    ON CONFLICT (id) DO UPDATE SET last_error = excluded.last_error, last_attempt = excluded.last_attempt
+    INSERT INTO @extschema@.outseta_auth_keyset AS s (source, digest, version, last_error)
+    VALUES ('', '\x', 0, cause)
+    ON CONFLICT (id) DO UPDATE SET last_error = excluded.last_error
 $fn$;
 
 -- Fetch the key set of a URL source now and store it; returns the number of usable keys, or
@@ -50,7 +50,6 @@ BEGIN
             'fetching the JWKS needs the http extension',
             'CREATE EXTENSION http (on Supabase, in the schema extensions); or push the key set with outseta_set_jwks() from a cron job or a deploy step');
     END IF;
-    UPDATE @extschema@.outseta_auth_keyset SET last_attempt = clock_timestamp();
     BEGIN
         -- The http extension keeps options for the session (a proxy, TLS checks): start
         -- from its defaults, then set the timeouts.
@@ -92,7 +91,6 @@ BEGIN
         PERFORM @extschema@._outseta_fetch_failed(url, cause);
         RETURN -1;
     END IF;
-    UPDATE @extschema@.outseta_auth_keyset SET last_attempt = clock_timestamp();
     PERFORM @extschema@._outseta_resolve();
     RETURN n;
 END
