@@ -48,6 +48,13 @@ fn project(db: &str) -> Client {
     connect_as(pg_port(), "postgres", db)
 }
 
+/// The tests that set the issuer's faults or count its JWKS requests, or fetch from it
+/// themselves, run one at a time (the others only verify tokens against stored keys).
+fn issuer_alone() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn hosted() -> &'static Hosted {
     static H: OnceLock<Hosted> = OnceLock::new();
     H.get_or_init(|| {
@@ -244,6 +251,7 @@ mod hosted {
 
     #[test]
     fn keys_fetched_with_http_obey_the_fetch_rules() {
+        let _alone = issuer_alone();
         let h = hosted();
         let mut p = project("postgres");
         let before = h.issuer.hits("/.well-known/jwks");
@@ -343,6 +351,7 @@ mod hosted {
 
     #[test]
     fn rds_an_application_role_behind_pgbouncer_in_transaction_mode() {
+        let _alone = issuer_alone();
         // The deploy step outside the database: fetch the key set, push it in.
         let jwks = ureq::get(&hosted().issuer.jwks_url())
             .call()
