@@ -924,6 +924,11 @@ BEGIN
         RETURN n::text;
     ELSIF s.kind = 'bool' THEN
         IF lower_value IN ('on', 'true', 'yes', '1', 't', 'y') THEN
+            IF name = 'outseta_auth.profile_check' THEN
+                -- Never a silent difference: the portable edition has no profile check yet.
+                PERFORM @extschema@._outseta_raise('config_error', 'invalid value for ' || name,
+                    'the portable edition (outseta_auth_sql) has no profile check yet; use the native extension for it');
+            END IF;
             RETURN 'on';
         ELSIF lower_value IN ('off', 'false', 'no', '0', 'f', 'n') THEN
             RETURN 'off';

@@ -351,6 +351,12 @@ mod portable_edition {
                 "is not an origin",
             ),
             (
+                "outseta_auth.profile_check",
+                "on",
+                "22023",
+                "no profile check yet",
+            ),
+            (
                 "outseta_auth.webhook_secret",
                 "short",
                 "22023",
